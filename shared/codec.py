@@ -1,0 +1,144 @@
+"""Frames ⇄ messages: msgpack for binary frames, compact JSON for text frames.
+
+Pure functions, no I/O. Decoding checks the size first (nothing is parsed beyond the limit), then
+parses, then validates against the model chosen by ``t``; every failure becomes a
+:class:`~shared.errors.ProtocolError` whose message is short and safe to send back to the peer.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import msgpack
+from pydantic import BaseModel, ValidationError
+
+from .errors import ErrorCode, MessageTooLarge, ProtocolError
+from .messages import CLIENT_TYPES, INT64_MIN, SERVER_TYPES, UINT64_MAX, Message
+
+DEFAULT_MAX_MESSAGE_BYTES = 16384
+_MAX_ERRORS_SHOWN = 3
+_MAX_ERROR_TEXT = 300
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+_json_decode = json.JSONDecoder(parse_constant=_reject_constant).decode
+_json_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+
+
+def _frame_size(frame: bytes | bytearray | memoryview | str, max_size: int | None) -> None:
+    """Raise MessageTooLarge without encoding or parsing anything more than needed."""
+    if max_size is None:
+        return
+    if isinstance(frame, str):
+        n = len(frame)
+        if n > max_size:  # every character is at least one UTF-8 byte
+            raise MessageTooLarge(n, max_size)
+        if n * 4 > max_size:  # could exceed the limit once encoded: count exactly
+            size = len(frame.encode("utf-8", "surrogatepass"))
+            if size > max_size:
+                raise MessageTooLarge(size, max_size)
+    elif len(frame) > max_size:
+        raise MessageTooLarge(len(frame), max_size)
+
+
+def _parse(frame: bytes | bytearray | memoryview | str) -> Any:
+    """Bytes → msgpack, str → JSON; anything undecodable → ``bad_frame``."""
+    if isinstance(frame, str):
+        try:
+            return _json_decode(frame)
+        except (ValueError, RecursionError) as exc:
+            raise ProtocolError(ErrorCode.BAD_FRAME, f"text frame is not valid JSON: {_short(exc)}") from None
+    n = len(frame)
+    try:
+        # Explicit limits: no string, array or map can claim more room than the frame itself has.
+        return msgpack.unpackb(
+            frame, raw=False, strict_map_key=True, use_list=True,
+            max_str_len=n, max_bin_len=n, max_array_len=n, max_map_len=n, max_ext_len=0,
+        )
+    except (ValueError, TypeError, RecursionError, msgpack.UnpackException) as exc:
+        reason = f"binary frame is not valid msgpack: {_short(exc)}"
+        raise ProtocolError(ErrorCode.BAD_FRAME, reason) from None
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:120]
+
+
+def _echo_rid(raw: dict[str, Any]) -> int | None:
+    rid = raw.get("rid")
+    if type(rid) is int and INT64_MIN <= rid <= UINT64_MAX:
+        return rid
+    return None
+
+
+def _describe(exc: ValidationError) -> str:
+    """A one-line, bounded summary of pydantic errors: ``field: reason; field: reason``."""
+    parts = []
+    errors = exc.errors(include_url=False, include_input=False, include_context=False)
+    for err in errors[:_MAX_ERRORS_SHOWN]:
+        loc = ".".join(str(p) for p in err["loc"]) or "message"
+        parts.append(f"{loc}: {err['msg']}")
+    if len(errors) > _MAX_ERRORS_SHOWN:
+        parts.append(f"and {len(errors) - _MAX_ERRORS_SHOWN} more")
+    text = "; ".join(parts)
+    return text if len(text) <= _MAX_ERROR_TEXT else text[: _MAX_ERROR_TEXT - 3] + "..."
+
+
+def _decode(frame: Any, types: dict[str, type[Message]], max_size: int | None, validate: bool) -> Any:
+    _frame_size(frame, max_size)
+    raw = _parse(frame)
+    if type(raw) is not dict:
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, "a message must be a map")
+    t = raw.get("t")
+    if type(t) is not str:
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, "t: a message needs a string field 't'", _echo_rid(raw))
+    cls = types.get(t)
+    if cls is None:
+        raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {t[:40]!r}", _echo_rid(raw))
+    if not validate:
+        return raw
+    try:
+        return cls.model_validate(raw)
+    except ValidationError as exc:
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, _describe(exc), _echo_rid(raw)) from None
+
+
+def decode_client(frame: bytes | str, *, max_size: int | None = DEFAULT_MAX_MESSAGE_BYTES) -> Message:
+    """Decode one client frame into its model.
+
+    Raises :class:`MessageTooLarge` (answer ``bye`` ``too_large``) before parsing anything when the
+    frame is over ``max_size`` bytes, else :class:`ProtocolError` with code ``bad_frame``,
+    ``bad_message`` or ``unknown_type`` and ``rid`` set when the frame carried a valid integer rid.
+    """
+    return _decode(frame, CLIENT_TYPES, max_size, True)
+
+
+def decode_server(frame: bytes | str, validate: bool = True, *, max_size: int | None = None) -> Any:
+    """Decode one server frame: a model, or with ``validate=False`` the plain dict (``t`` checked only).
+
+    Same errors as :func:`decode_client`; no size limit unless ``max_size`` is given (server frames
+    such as ``joined`` in a crowded room may be large).
+    """
+    return _decode(frame, SERVER_TYPES, max_size, validate)
+
+
+def encode(model: BaseModel, binary: bool = True) -> bytes | str:
+    """Model → one frame: msgpack bytes (``binary``) or compact JSON text; ``None`` fields omitted,
+    wire names used (``from``)."""
+    return encode_raw(model.model_dump(by_alias=True, exclude_none=True), binary)
+
+
+def encode_raw(obj: dict[str, Any], binary: bool = True) -> bytes | str:
+    """Plain dict (already wire-shaped, e.g. a tick body) → one frame, without pydantic.
+
+    The server's hot path: the caller guarantees the shape. JSON output refuses NaN/infinity
+    (``ValueError``); tuples become arrays in both encodings.
+    """
+    if binary:
+        return msgpack.packb(obj, use_bin_type=True)
+    return _json_encode(obj)
