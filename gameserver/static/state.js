@@ -1,0 +1,157 @@
+// The client's view of the game, updated only from server messages. Plain objects and arrays so that
+// tests can read it through `window.gameState` (page.evaluate serialises it as is).
+
+export const DEFAULT_ROOMS = ["town", "forest", "dungeon"];
+
+/** Level for an XP total: 1 + floor(sqrt(xp / 100)). */
+export function levelFor(xp) {
+  return 1 + Math.floor(Math.sqrt(Math.max(0, xp) / 100));
+}
+
+/** XP at which `level` starts: 100 * (level - 1)^2. */
+export function xpForLevel(level) {
+  return 100 * (level - 1) ** 2;
+}
+
+/** Progress inside the current level as {level, start, next, fraction}. */
+export function xpProgress(xp) {
+  const level = levelFor(xp);
+  const start = xpForLevel(level);
+  const next = xpForLevel(level + 1);
+  return { level, start, next, fraction: (xp - start) / (next - start) };
+}
+
+export class GameState {
+  constructor() {
+    this.status = "offline";
+    this.statusDetail = "";
+    this.session = null;
+    this.name = null;
+    this.level = 1;
+    this.xp = 0;
+    this.tickRate = null;
+    this.room = null;
+    this.you = null;
+    this.bounds = [1000, 1000];
+    this.players = {};          // id -> {id, name, x, y}: players inside our area of interest
+    this.mobs = {};             // id -> {id, kind, x, y, hp, maxHp}
+    this.lastTick = 0;
+    this.lastHit = null;
+    this.lastError = null;
+    this.lastBye = null;
+    this.top = [];
+    this.chat = [];             // {from, text, ts}, last 100
+  }
+
+  get me() {
+    return this.players[this.you] ?? null;
+  }
+
+  playerNames() {
+    return Object.values(this.players).map((p) => p.name).sort();
+  }
+
+  /** Apply one server message; returns true when the world view changed. */
+  apply(msg) {
+    const handler = this[`on_${msg.t}`];
+    if (!handler) return false;
+    handler.call(this, msg);
+    return true;
+  }
+
+  on_welcome(msg) {
+    const c = msg.character;
+    this.session = msg.session;
+    this.tickRate = msg.tick_rate;
+    this.name = c.name;
+    this.setXp(c.xp);
+  }
+
+  on_joined(msg) {
+    this.room = msg.room;
+    this.you = msg.you;
+    this.bounds = msg.bounds;
+    this.players = {};
+    for (const [id, name, x, y] of msg.players) this.players[id] = { id, name, x, y };
+    this.mobs = {};
+    for (const [id, kind, x, y, hp] of msg.mobs) this.mobs[id] = { id, kind, x, y, hp, maxHp: hp };
+  }
+
+  on_left() {
+    this.room = null;
+    this.you = null;
+    this.players = {};
+    this.mobs = {};
+  }
+
+  on_tick(msg) {
+    this.lastTick = msg.n;
+    for (const [id, name, x, y] of msg.joined ?? []) this.players[id] = { id, name, x, y };
+    for (const id of msg.left ?? []) delete this.players[id];
+    for (const [id, x, y] of msg.moved ?? []) {
+      const p = this.players[id];
+      if (p) Object.assign(p, { x, y });
+    }
+    for (const [id, hp] of msg.mobs ?? []) this.setMobHp(id, hp);
+  }
+
+  on_hit(msg) {
+    this.lastHit = { mob: msg.mob, dmg: msg.dmg, hp: msg.hp };
+    this.setMobHp(msg.mob, msg.hp);
+  }
+
+  on_xp(msg) {
+    this.setXp(msg.xp);
+  }
+
+  on_profile(msg) {
+    this.setXp(msg.character.xp);
+  }
+
+  on_top(msg) {
+    this.top = msg.entries;
+  }
+
+  on_chat(msg) {
+    this.chat.push({ from: msg.from, text: msg.text, ts: msg.ts });
+    if (this.chat.length > 100) this.chat.shift();
+  }
+
+  on_error(msg) {
+    this.lastError = { code: msg.code, message: msg.message };
+  }
+
+  on_bye(msg) {
+    this.lastBye = msg.reason;
+  }
+
+  setXp(xp) {
+    this.xp = xp;
+    this.level = levelFor(xp);
+  }
+
+  setMobHp(id, hp) {
+    const mob = this.mobs[id];
+    if (!mob) return;
+    mob.hp = hp;
+    // Max hp is not on the wire: the highest hp seen (a respawn restores it) is the best estimate.
+    mob.maxHp = Math.max(mob.maxHp, hp);
+  }
+
+  /** Nearest living mob to the own player, or null. */
+  nearestMob() {
+    const me = this.me;
+    if (!me) return null;
+    let best = null;
+    let bestDist = Infinity;
+    for (const mob of Object.values(this.mobs)) {
+      if (mob.hp <= 0) continue;
+      const d = Math.hypot(mob.x - me.x, mob.y - me.y);
+      if (d < bestDist) {
+        best = mob;
+        bestDist = d;
+      }
+    }
+    return best;
+  }
+}
