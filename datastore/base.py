@@ -1,0 +1,91 @@
+"""``Store``: the public async API every backend implements; ``cas`` is implemented once, here."""
+
+from __future__ import annotations
+
+import abc
+import inspect
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+from .errors import GenerationError, RecordExistsError, RecordNotFoundError
+from .keys import Key
+from .ops import Op
+from .policy import TTL_KEEP
+from .record import Record
+
+CasFn = Callable[[dict[str, Any]], Any]
+
+
+class Store(abc.ABC):
+    """Async record store with Aerospike semantics (see ``datastore.policy`` for the write rules)."""
+
+    cas_attempts = 0
+    cas_retries = 0
+
+    @abc.abstractmethod
+    async def put(self, key: Key, bins: dict[str, Any], *, generation: int | None = None,
+                  exists: str = "upsert", ttl: float | None = None) -> int:
+        """Write bins (merge; None removes a bin); returns the new generation."""
+
+    @abc.abstractmethod
+    async def get(self, key: Key) -> Record | None:
+        """The record, or None if absent or expired. The returned bins dict belongs to the caller."""
+
+    @abc.abstractmethod
+    async def operate(self, key: Key, op_list: Sequence[Op], *, generation: int | None = None,
+                      ttl: float | None = None) -> Record:
+        """Apply ops atomically (one generation bump); the result's bins hold what ``ops.read`` read."""
+
+    @abc.abstractmethod
+    async def delete(self, key: Key, *, generation: int | None = None) -> bool:
+        """Delete; False when absent. Deleted records never come back (tombstones)."""
+
+    @abc.abstractmethod
+    async def get_many(self, keys: Sequence[Key]) -> list[Record | None]:
+        """``get`` for many keys, results in the same order."""
+
+    @abc.abstractmethod
+    def scan(self, namespace: str, set: str) -> AsyncIterator[Record]:
+        """Every live record of a set (order unspecified; a snapshot taken when iteration starts)."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Flush and release the store; further calls raise StoreClosedError."""
+
+    async def cas(self, key: Key, fn: CasFn, *, retries: int = 16) -> Record:
+        """Read-modify-write: ``fn(bins or {})`` returns the record's new bins (all of them).
+
+        Writes with ``generation=`` the one read (``exists="create"`` if absent), keeping the record's
+        expiry, and retries on conflict. Raises GenerationError after ``retries`` retries. ``fn`` may be a
+        coroutine function; if it returns None nothing is written and the current record is returned
+        (RecordNotFoundError if there is none).
+        """
+        for _attempt in range(retries + 1):
+            self.cas_attempts += 1
+            rec = await self.get(key)
+            new = fn(rec.bins if rec is not None else {})
+            if inspect.isawaitable(new):
+                new = await new
+            if new is None:
+                if rec is None:
+                    raise RecordNotFoundError(f"cas on absent {key!r}: fn returned None, nothing written")
+                return rec
+            try:
+                if rec is None:
+                    gen = await self.put(key, new, exists="create")
+                    return Record(key, {k: v for k, v in new.items() if v is not None}, gen, None)
+                gen = await self.put(key, new, generation=rec.generation, exists="replace", ttl=TTL_KEEP)
+                return Record(key, {k: v for k, v in new.items() if v is not None}, gen, rec.expires_at)
+            except (GenerationError, RecordExistsError, RecordNotFoundError):
+                self.cas_retries += 1
+        raise GenerationError(f"cas on {key!r} still conflicting after {retries} retries")
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for metrics; backends add their own."""
+        return {"cas_attempts": self.cas_attempts, "cas_retries": self.cas_retries}
+
+    async def __aenter__(self) -> Store:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
