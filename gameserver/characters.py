@@ -1,0 +1,246 @@
+"""Character persistence: load/create at login, XP grants via CAS, write-behind of position.
+
+Record bins (key ``(namespace, set, name)``): ``name, secret, xp, level, kills, room, x, y, grants, created``.
+
+Write rules (no write may clobber another):
+- ``xp``, ``level`` and ``grants`` change only through ``store.cas`` in ``grant_xp``; a grant carries an
+  idempotency id kept in the bounded ``grants`` list, so a retried grant is applied once.
+- ``room``, ``x``, ``y`` and ``kills`` are written with ``store.put`` of exactly those bins (put merges bins),
+  at most every ``flush_interval`` seconds per dirty character, and on leave / disconnect / session end /
+  shutdown. The in-memory ``Character`` of a live session is the authority for those bins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from datastore import Key, RecordExistsError
+
+from .auth import hash_secret_async, verify_secret_async
+from .config import ServerConfig
+from .game.rules import level_for_xp
+from .leaderboard import Leaderboard
+from .logs import event
+from .metrics import Metrics
+
+log = logging.getLogger("gameserver.characters")
+
+POSITION_BINS = ("room", "x", "y", "kills")
+
+
+class AuthFailed(Exception):
+    """Wrong secret for an existing character."""
+
+
+class UnknownCharacter(Exception):
+    """An XP grant names a character that has no record."""
+
+
+@dataclass
+class Character:
+    """Live state of a character whose session exists (attached or in grace)."""
+
+    name: str
+    secret: str
+    xp: int = 0
+    level: int = 1
+    kills: int = 0
+    room: str = "town"
+    x: float = 500.0
+    y: float = 500.0
+    dirty: bool = field(default=False, repr=False)
+
+    def wire(self) -> dict[str, Any]:
+        """The protocol's ``character`` object."""
+        return {"name": self.name, "level": self.level, "xp": self.xp, "room": self.room,
+                "x": self.x, "y": self.y}
+
+
+@dataclass(frozen=True)
+class GrantResult:
+    applied: bool        # False when the grant id was already in the record (a retry)
+    xp: int
+    level: int
+    old_level: int
+
+
+def new_grant_id() -> str:
+    """Idempotency id of one grant: made once, reused on every retry of that grant."""
+    return uuid.uuid4().hex
+
+
+class CharacterStore:
+    """Loads, creates and saves characters; owns the write-behind flusher."""
+
+    def __init__(self, store: Any, config: ServerConfig, metrics: Metrics, leaderboard: Leaderboard,
+                 spawn: dict[str, tuple[float, float]]) -> None:
+        self.store = store
+        self.config = config
+        self.metrics = metrics
+        self.leaderboard = leaderboard
+        self.spawn = spawn                      # room name -> spawn point
+        self.live: dict[str, Character] = {}   # characters with a session
+        self._flusher: asyncio.Task[None] | None = None
+
+    def key(self, name: str) -> Key:
+        return Key(self.config.store.namespace, self.config.store.set, name)
+
+    async def _timed(self, op: str, coro: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return await coro
+        finally:
+            self.metrics.store_latency.labels(op).observe(time.perf_counter() - start)
+
+    # -- start-up ----------------------------------------------------------------------------------
+    async def rebuild_leaderboard(self) -> int:
+        """Scan every character once and fill the leaderboard; returns the count."""
+        count = 0
+        async for rec in self.store.scan(self.config.store.namespace, self.config.store.set):
+            bins = rec.bins
+            name = bins.get("name") or rec.key.user_key
+            xp = int(bins.get("xp", 0))
+            self.leaderboard.update(str(name), xp, int(bins.get("level", level_for_xp(xp))))
+            count += 1
+        return count
+
+    # -- login -------------------------------------------------------------------------------------
+    async def login(self, name: str, secret: str) -> Character:
+        """The character of ``name`` if ``secret`` matches (creating it on first login); else AuthFailed."""
+        auth = self.config.auth
+        live = self.live.get(name)
+        if live is not None:
+            if not await verify_secret_async(secret, live.secret):
+                raise AuthFailed("wrong secret")
+            return live
+        rec = await self._timed("get", self.store.get(self.key(name)))
+        if rec is None:
+            hashed = await hash_secret_async(secret, n=auth.scrypt_n, r=auth.scrypt_r, p=auth.scrypt_p)
+            room = self.config.game.start_room
+            x, y = self.spawn[room]
+            bins = {"name": name, "secret": hashed, "xp": 0, "level": 1, "kills": 0, "room": room,
+                    "x": x, "y": y, "grants": [], "created": time.time()}
+            try:
+                await self._timed("put", self.store.put(self.key(name), bins, exists="create"))
+            except RecordExistsError:
+                return await self.login(name, secret)   # lost a creation race: verify against the winner
+            event(log, "character_created", name=name)
+            ch = Character(name=name, secret=hashed, room=room, x=x, y=y)
+            self.leaderboard.update(name, 0, 1)
+        else:
+            bins = rec.bins
+            if not await verify_secret_async(secret, str(bins.get("secret", ""))):
+                raise AuthFailed("wrong secret")
+            ch = self._from_bins(name, bins)
+        # another login may have won while we awaited: keep exactly one live object per name
+        return self.live.setdefault(name, ch)
+
+    def _from_bins(self, name: str, bins: dict[str, Any]) -> Character:
+        room = str(bins.get("room", self.config.game.start_room))
+        if room not in self.spawn:   # room removed from the configuration since
+            room = self.config.game.start_room
+            x, y = self.spawn[room]
+        else:
+            x, y = float(bins.get("x", 0.0)), float(bins.get("y", 0.0))
+        xp = int(bins.get("xp", 0))
+        return Character(name=name, secret=str(bins["secret"]), xp=xp, level=level_for_xp(xp),
+                         kills=int(bins.get("kills", 0)), room=room, x=x, y=y)
+
+    def release(self, name: str) -> None:
+        """Forget a character whose session ended (call after its final flush)."""
+        self.live.pop(name, None)
+
+    # -- XP ----------------------------------------------------------------------------------------
+    async def grant_xp(self, name: str, amount: int, grant_id: str) -> GrantResult:
+        """Add ``amount`` XP to ``name`` once per ``grant_id`` (CAS on the record). Store errors propagate.
+
+        Guarantee: when this returns, the record holds the grant with the store's configured durability;
+        calling it again with the same id changes nothing and returns ``applied=False``.
+        """
+        keep = self.config.persist.recent_grants
+        state: dict[str, Any] = {}
+        attempts = 0
+
+        def apply(bins: dict[str, Any]) -> dict[str, Any] | None:
+            nonlocal attempts
+            attempts += 1
+            if not bins:
+                raise UnknownCharacter(f"character {name} does not exist")
+            xp = int(bins.get("xp", 0))
+            grants = list(bins.get("grants") or ())
+            old_level = level_for_xp(xp)
+            if grant_id in grants:
+                state.update(applied=False, xp=xp, level=old_level, old_level=old_level)
+                return None
+            xp += amount
+            grants.append(grant_id)
+            state.update(applied=True, xp=xp, level=level_for_xp(xp), old_level=old_level)
+            # cas writes the whole record (exists=replace + generation): keep every other bin as read
+            return {**bins, "xp": xp, "level": level_for_xp(xp), "grants": grants[-keep:]}
+
+        try:
+            await self._timed("cas", self.store.cas(self.key(name), apply,
+                                                    retries=self.config.persist.cas_retries))
+        finally:
+            if attempts > 1:
+                self.metrics.cas_retries.inc(attempts - 1)
+        result = GrantResult(state["applied"], state["xp"], state["level"], state["old_level"])
+        live = self.live.get(name)
+        if live is not None:
+            live.xp, live.level = result.xp, result.level
+        self.leaderboard.update(name, result.xp, result.level)
+        return result
+
+    # -- write-behind ------------------------------------------------------------------------------
+    def mark_dirty(self, ch: Character) -> None:
+        ch.dirty = True
+
+    async def flush(self, ch: Character) -> None:
+        """Write position, room and kills now (only those bins)."""
+        ch.dirty = False
+        try:
+            await self._timed("put", self.store.put(self.key(ch.name), {
+                "room": ch.room, "x": ch.x, "y": ch.y, "kills": ch.kills}, exists="update"))
+        except Exception:
+            ch.dirty = True   # try again next period
+            raise
+
+    async def flush_dirty(self) -> int:
+        """Flush every dirty live character; errors are logged and retried next period."""
+        dirty = [ch for ch in self.live.values() if ch.dirty]
+        for ch in dirty:
+            try:
+                await self.flush(ch)
+            except Exception as exc:
+                event(log, "flush_failed", level=logging.WARNING, name=ch.name, error=repr(exc))
+        return len(dirty)
+
+    async def flush_all(self) -> None:
+        for ch in list(self.live.values()):
+            try:
+                await self.flush(ch)
+            except Exception as exc:
+                event(log, "flush_failed", level=logging.ERROR, name=ch.name, error=repr(exc))
+
+    def start_flusher(self) -> None:
+        self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
+
+    async def stop_flusher(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            try:
+                await self._flusher
+            except asyncio.CancelledError:
+                pass
+            self._flusher = None
+
+    async def _flush_loop(self) -> None:
+        period = self.config.persist.flush_interval
+        while True:
+            await asyncio.sleep(period)
+            await self.flush_dirty()

@@ -1,0 +1,306 @@
+"""Server configuration: typed pydantic models, one per section, validated at start-up.
+
+Sources, lowest precedence first: model defaults < TOML file (``--config``) < ``GAMESERVER_*`` environment
+variables < command-line flags. Nested fields use a double underscore in env names, for example
+``GAMESERVER_LIMITS__RATE_PER_SEC=50`` or ``GAMESERVER_GAME__TICK_RATE=30``. Top-level shortcuts:
+``GAMESERVER_HOST``, ``GAMESERVER_PORT``, ``GAMESERVER_DATA``, ``GAMESERVER_STORE``, ``GAMESERVER_LOG_LEVEL``,
+``GAMESERVER_ADMIN_TOKEN``, ``GAMESERVER_TOKEN_SECRET``, ``GAMESERVER_DURABILITY``, ``GAMESERVER_CONFIG``.
+
+The config object is passed to ``GameServer``; nothing reads it from a global.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+ENV_PREFIX = "GAMESERVER_"
+
+
+class ConfigError(Exception):
+    """Raised with a readable, multi-line message when configuration is invalid."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LimitsConfig(_Section):
+    """Per-session limits (PROTOCOL.md defaults)."""
+
+    max_message_bytes: int = Field(16 * 1024, ge=256, description="bigger message -> bye too_large")
+    hard_max_bytes: int = Field(1024 * 1024, ge=1024 * 1024, description="websocket layer cap (close 1009)")
+    rate_per_sec: float = Field(30.0, gt=0)
+    rate_burst: int = Field(60, ge=1)
+    rate_kick_after: float = Field(3.0, gt=0, description="still over the rate after this -> bye")
+    idle_timeout: float = Field(30.0, gt=0)
+    reliable_queue: int = Field(512, ge=8, description="queued reliable messages before disconnect")
+    write_buffer_high: int = Field(64 * 1024, ge=1024, description="socket buffer bytes = backed up")
+    room_input_queue: int = Field(20_000, ge=16, description="queued room inputs before rejecting")
+    close_timeout: float = Field(2.0, gt=0)
+    socket_send_buffer: int | None = Field(None, ge=1024, description="SO_SNDBUF per connection (kernel)")
+
+
+class AuthConfig(_Section):
+    """Secrets hashing and resume tokens."""
+
+    token_secret: str | None = Field(None, min_length=16, description="HMAC key; random per process if unset")
+    token_ttl: float = Field(24 * 3600.0, gt=0, description="resume token lifetime, seconds")
+    grace_seconds: float = Field(30.0, ge=0, description="reconnect grace after a dropped socket")
+    scrypt_n: int = Field(2**11, ge=2, description="scrypt cost; 2**11 with r=8 is ~5 ms")
+    scrypt_r: int = Field(8, ge=1)
+    scrypt_p: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _n_power_of_two(self) -> AuthConfig:
+        if self.scrypt_n & (self.scrypt_n - 1):
+            raise ValueError("scrypt_n must be a power of two")
+        return self
+
+
+class RulesConfig(_Section):
+    """Game rules handed to every room (see gameserver.game.room.Rules)."""
+
+    speed: float = Field(300.0, gt=0)
+    attack_range: float = Field(64.0, gt=0)
+    attack_cooldown: float = Field(0.25, ge=0)
+    respawn_seconds: float = Field(5.0, ge=0)
+    cell_size: float = Field(250.0, gt=0)
+    dmg_min: int = Field(10, ge=1)
+    dmg_max: int = Field(20, ge=1)
+
+    @model_validator(mode="after")
+    def _dmg_order(self) -> RulesConfig:
+        if self.dmg_max < self.dmg_min:
+            raise ValueError("dmg_max must be >= dmg_min")
+        return self
+
+
+class GameConfig(_Section):
+    tick_rate: float = Field(20.0, gt=0, le=1000)
+    rules: RulesConfig = RulesConfig()
+    start_room: str = "town"
+
+
+class MobConfig(_Section):
+    id: int = Field(ge=0)
+    kind: str = "slime"
+    x: float
+    y: float
+    hp: int = Field(100, ge=1)
+    xp: int = Field(10, ge=0)
+
+
+class RoomConfig(_Section):
+    """A room: explicit ``mobs`` and/or ``mob_count`` mobs laid out on a grid (deterministic)."""
+
+    name: str = Field(min_length=1, max_length=32)
+    width: float = Field(1000.0, gt=0)
+    height: float = Field(1000.0, gt=0)
+    mobs: tuple[MobConfig, ...] = ()
+    mob_count: int = Field(0, ge=0, le=100_000)
+    mob_kind: str = "slime"
+    mob_hp: int = Field(100, ge=1)
+    mob_xp: int = Field(10, ge=0)
+
+    def all_mobs(self) -> list[MobConfig]:
+        """Explicit mobs plus ``mob_count`` generated ones on a regular grid inside the bounds."""
+        mobs = list(self.mobs)
+        next_id = max((m.id for m in mobs), default=0) + 1
+        if self.mob_count:
+            cols = max(1, math.ceil(math.sqrt(self.mob_count)))
+            rows = math.ceil(self.mob_count / cols)
+            for i in range(self.mob_count):
+                c, r = i % cols, i // cols
+                mobs.append(MobConfig(
+                    id=next_id + i, kind=self.mob_kind, hp=self.mob_hp, xp=self.mob_xp,
+                    x=self.width * (c + 0.5) / cols, y=self.height * (r + 0.5) / rows,
+                ))
+        return mobs
+
+
+DEFAULT_ROOM_NAMES = ("town", "forest", "dungeon")
+
+
+class StoreConfig(_Section):
+    """Where characters live. ``url`` wins; else the embedded file store in ``data_dir``."""
+
+    url: str | None = None
+    data_dir: str = "./data"
+    durability: Literal["fsync", "flush", "memory"] = "fsync"
+    namespace: str = "game"
+    set: str = "characters"
+
+    def resolved_url(self) -> str:
+        if self.url:
+            return self.url
+        path = Path(self.data_dir).expanduser().resolve()
+        return f"file://{path}?durability={self.durability}"
+
+
+class PersistConfig(_Section):
+    flush_interval: float = Field(2.0, gt=0, description="write-behind period for position/room/kills")
+    grant_retries: int = Field(5, ge=0, description="store-error retries of one XP grant")
+    grant_backoff: float = Field(0.05, ge=0, description="first retry delay, doubled each retry")
+    recent_grants: int = Field(64, ge=1, description="grant ids kept per character for idempotency")
+    cas_retries: int = Field(16, ge=1)
+
+
+class ServerConfig(_Section):
+    """Root configuration object."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8765, ge=0, le=65535)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "kv"] = "json"
+    admin_token: str | None = None
+    static_dir: str | None = None
+    use_uvloop: bool = True
+    limits: LimitsConfig = LimitsConfig()
+    auth: AuthConfig = AuthConfig()
+    game: GameConfig = GameConfig()
+    rooms: tuple[RoomConfig, ...] = Field((), description="empty: the default world (gameserver.game.world)")
+    store: StoreConfig = StoreConfig()
+    persist: PersistConfig = PersistConfig()
+
+    @model_validator(mode="after")
+    def _rooms_valid(self) -> ServerConfig:
+        names = [r.name for r in self.rooms] or list(DEFAULT_ROOM_NAMES)
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate room names: {names}")
+        if self.game.start_room not in names:
+            raise ValueError(f"game.start_room {self.game.start_room!r} is not a configured room")
+        for room in self.rooms:
+            ids = [m.id for m in room.all_mobs()]
+            if len(set(ids)) != len(ids):
+                raise ValueError(f"room {room.name}: duplicate mob ids")
+            too_strong = [m.id for m in room.all_mobs() if m.hp > 20 * self.game.rules.dmg_min]
+            if too_strong:
+                raise ValueError(f"room {room.name}: mobs {too_strong[:5]} have hp > 20 * dmg_min")
+        return self
+
+    def room_specs(self) -> list[Any]:
+        """``RoomSpec`` of every configured room (the game's default world when none is configured)."""
+        from .game.world import MobSpec, RoomSpec, default_rooms
+
+        if not self.rooms:
+            return default_rooms()
+        return [
+            RoomSpec(r.name, r.width, r.height, tuple(
+                MobSpec(id=mob.id, kind=mob.kind, x=mob.x, y=mob.y, hp=mob.hp, xp=mob.xp)
+                for mob in r.all_mobs()))
+            for r in self.rooms
+        ]
+
+    def rules(self) -> Any:
+        from .game.rules import Rules
+
+        return Rules(**self.game.rules.model_dump())
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+_SHORTCUTS = {
+    "HOST": ("host",),
+    "PORT": ("port",),
+    "LOG_LEVEL": ("log_level",),
+    "LOG_FORMAT": ("log_format",),
+    "ADMIN_TOKEN": ("admin_token",),
+    "STATIC_DIR": ("static_dir",),
+    "DATA": ("store", "data_dir"),
+    "STORE": ("store", "url"),
+    "DURABILITY": ("store", "durability"),
+    "TOKEN_SECRET": ("auth", "token_secret"),
+    "TICK_RATE": ("game", "tick_rate"),
+}
+
+
+def _set_path(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    node = tree
+    for part in path[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[path[-1]] = value
+
+
+def _env_value(raw: str) -> Any:
+    """Env values may be JSON (numbers, lists, objects); anything else is a plain string."""
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Turn ``GAMESERVER_*`` variables into a nested override dict (``CONFIG`` itself is skipped)."""
+    out: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        key = name[len(ENV_PREFIX):]
+        if key == "CONFIG" or not key:
+            continue
+        path = _SHORTCUTS.get(key) or tuple(p.lower() for p in key.split("__"))
+        value: Any = raw if path[-1] in ("token_secret", "admin_token", "host") else _env_value(raw)
+        _set_path(out, path, value)
+    return out
+
+
+def deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _format_validation(exc: ValidationError) -> str:
+    lines = ["invalid configuration:"]
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(root)"
+        lines.append(f"  {where}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def build_config(data: Mapping[str, Any]) -> ServerConfig:
+    """Validate a plain dict; raises ConfigError with one line per problem."""
+    try:
+        return ServerConfig.model_validate(dict(data))
+    except ValidationError as exc:
+        raise ConfigError(_format_validation(exc)) from None
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> ServerConfig:
+    """Defaults < TOML file < env < overrides (CLI flags). ``path`` falls back to ``GAMESERVER_CONFIG``."""
+    environ = os.environ if environ is None else environ
+    path = path or environ.get(ENV_PREFIX + "CONFIG") or None
+    data: dict[str, Any] = {}
+    if path:
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    data = deep_merge(data, env_overrides(environ))
+    if overrides:
+        data = deep_merge(data, overrides)
+    return build_config(data)

@@ -1,0 +1,61 @@
+"""Prometheus metrics, one ``CollectorRegistry`` per server so several servers can share a process.
+
+Hot paths keep references to labelled children (``msg_in(t)`` caches them) instead of calling
+``.labels()`` per message.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+
+_FAST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.sessions = Gauge("gameserver_sessions", "Live sessions (attached or in grace)", registry=r)
+        self.connections = Gauge("gameserver_connections", "Open websocket connections", registry=r)
+        self.messages_in = Counter("gameserver_messages_in", "Client messages by type", ["type"], registry=r)
+        self.messages_out = Counter("gameserver_messages_out", "Server messages by type", ["type"],
+                                    registry=r)
+        self.bytes_in = Counter("gameserver_bytes_in", "Bytes received in frames", registry=r)
+        self.bytes_out = Counter("gameserver_bytes_out", "Bytes sent in frames", registry=r)
+        self.tick_duration = Histogram("gameserver_tick_duration_seconds", "Work per tick", ["room"],
+                                       buckets=_FAST_BUCKETS, registry=r)
+        self.tick_lag = Gauge("gameserver_tick_lag_seconds", "Lateness of the last tick start", ["room"],
+                              registry=r)
+        self.tick_overruns = Counter("gameserver_tick_overruns", "Ticks that missed their deadline",
+                                     ["room"], registry=r)
+        self.store_latency = Histogram("gameserver_datastore_op_seconds", "Datastore call latency", ["op"],
+                                       buckets=_FAST_BUCKETS, registry=r)
+        self.cas_retries = Counter("gameserver_cas_retries", "CAS attempts beyond the first", registry=r)
+        self.grant_failures = Counter("gameserver_xp_grant_failures", "XP grants failed after retries",
+                                      registry=r)
+        self.queue_drops = Counter("gameserver_queue_drops", "Dropped queued items by kind", ["kind"],
+                                   registry=r)
+        self.coalesced_ticks = Counter("gameserver_coalesced_ticks", "Ticks merged for slow sessions",
+                                       registry=r)
+        self.disconnects = Counter("gameserver_disconnects", "Closed connections by reason", ["reason"],
+                                   registry=r)
+        self.errors = Counter("gameserver_errors", "error replies by code", ["code"], registry=r)
+        self._in: dict[str, Counter] = {}
+        self._out: dict[str, Counter] = {}
+
+    def msg_in(self, t: str) -> Counter:
+        child = self._in.get(t)
+        if child is None:
+            child = self._in[t] = self.messages_in.labels(t)
+        return child
+
+    def msg_out(self, t: str) -> Counter:
+        child = self._out.get(t)
+        if child is None:
+            child = self._out[t] = self.messages_out.labels(t)
+        return child
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,103 @@
+"""Bounded per-session outgoing queue used while a socket is backed up.
+
+Two parts with two overflow policies:
+- reliable: already-encoded frames (replies, chat, xp, hit, level_up, bye) in FIFO order, never dropped;
+  more than ``max_reliable`` pending raises ``QueueOverflow`` and the session is disconnected.
+- ticks: at most ONE pending tick. Each new tick is merged into it (``moved`` keeps the latest position per
+  player, ``joined``/``left`` cancel out, ``mobs`` keeps the latest hp), so a slow client gets the latest
+  state, not a backlog, and memory stays bounded by the room's size.
+
+The writer drains reliable frames first, then the merged tick. A room change calls ``reset_tick`` because a
+``joined`` reply carries a full snapshot and older tick state of another room must not follow it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+Frame = bytes | str
+
+
+class QueueOverflow(Exception):
+    """The reliable queue is over its bound: the session must be disconnected."""
+
+
+class TickAccumulator:
+    """Merges tick bodies (wire shape: moved/joined/left/mobs lists) into one."""
+
+    __slots__ = ("joined", "left", "mobs", "moved", "n", "ts")
+
+    def __init__(self) -> None:
+        self.moved: dict[Any, list[Any]] = {}
+        self.joined: dict[Any, list[Any]] = {}
+        self.left: dict[Any, None] = {}
+        self.mobs: dict[Any, Any] = {}
+        self.n = 0
+        self.ts = 0.0
+
+    def merge(self, body: dict[str, Any], n: int, ts: float) -> None:
+        self.n, self.ts = n, ts
+        for entry in body.get("left") or ():
+            # joined-then-left inside the window still sends left: the client may know it from before
+            self.moved.pop(entry, None)
+            self.joined.pop(entry, None)
+            self.left[entry] = None
+        for entry in body.get("joined") or ():
+            pid = entry[0]
+            self.left.pop(pid, None)
+            self.moved.pop(pid, None)
+            self.joined[pid] = list(entry)
+        for pid, x, y in body.get("moved") or ():
+            joined = self.joined.get(pid)
+            if joined is not None:
+                joined[2], joined[3] = x, y
+            else:
+                self.moved[pid] = [pid, x, y]
+        for mob, hp in body.get("mobs") or ():
+            self.mobs[mob] = hp
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "t": "tick", "n": self.n, "ts": self.ts,
+            "moved": list(self.moved.values()), "joined": list(self.joined.values()),
+            "left": list(self.left), "mobs": [[m, hp] for m, hp in self.mobs.items()],
+        }
+
+
+class OutQueue:
+    def __init__(self, max_reliable: int) -> None:
+        self.max_reliable = max_reliable
+        self.reliable: deque[Frame] = deque()
+        self.tick: TickAccumulator | None = None
+        self.coalesced = 0   # ticks merged into a pending one (metric)
+
+    def __len__(self) -> int:
+        return len(self.reliable) + (1 if self.tick is not None else 0)
+
+    def __bool__(self) -> bool:
+        return bool(self.reliable) or self.tick is not None
+
+    def push_reliable(self, frame: Frame) -> None:
+        if len(self.reliable) >= self.max_reliable:
+            raise QueueOverflow(f"reliable queue over {self.max_reliable}")
+        self.reliable.append(frame)
+
+    def push_tick(self, body: dict[str, Any], n: int, ts: float) -> None:
+        if self.tick is None:
+            self.tick = TickAccumulator()
+        else:
+            self.coalesced += 1
+        self.tick.merge(body, n, ts)
+
+    def reset_tick(self) -> None:
+        self.tick = None
+
+    def pop(self) -> Frame | dict[str, Any] | None:
+        """Next item to write: an encoded reliable frame, a merged tick dict to encode, or None."""
+        if self.reliable:
+            return self.reliable.popleft()
+        if self.tick is not None:
+            body, self.tick = self.tick.body(), None
+            return body
+        return None

@@ -1,0 +1,195 @@
+"""A player's connection (``Link``) and logical session (``Session``).
+
+``Link`` is one websocket: the encoding chosen by the first frame, the rate limiter, the out queue and the
+writer task. ``Session`` is what ``resume`` gets back: session id, character, room membership. A session
+outlives its link for the reconnect grace period and can be re-attached to a new link.
+
+Write path guarantees:
+- a frame is written synchronously (never awaited) when the socket is not backed up and nothing is queued,
+  so the tick never waits for a socket;
+- otherwise reliable frames queue in order (overflow closes the link with 1008) and ticks coalesce;
+- the per-link writer task sends queued items one at a time, waiting for the socket to drain between them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from shared.codec import encode_raw
+
+from .logs import event
+from .outqueue import Frame, OutQueue, QueueOverflow
+from .ratelimit import TokenBucket
+
+if TYPE_CHECKING:
+    from .characters import Character
+    from .config import LimitsConfig
+    from .metrics import Metrics
+    from .roomrunner import RoomRunner
+
+log = logging.getLogger("gameserver.session")
+
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
+
+BYE_CLOSE_CODES = {
+    "replaced": CLOSE_NORMAL, "shutdown": CLOSE_GOING_AWAY, "idle": CLOSE_NORMAL,
+    "rate_limited": CLOSE_POLICY, "too_large": CLOSE_TOO_BIG,
+}
+
+
+class Sink(Protocol):
+    """What the transport gives a link: a synchronous write path plus flow control."""
+
+    def send(self, frame: Frame) -> None: ...
+    def backed_up(self) -> bool: ...
+    async def drain(self) -> None: ...
+    def close(self, code: int, reason: str) -> None: ...
+    @property
+    def is_open(self) -> bool: ...
+
+
+class Link:
+    """One websocket connection of a player."""
+
+    def __init__(self, sink: Sink, limits: LimitsConfig, metrics: Metrics, now: float,
+                 on_closed: Callable[[Link, str], Awaitable[None]] | None = None) -> None:
+        self.sink = sink
+        self.metrics = metrics
+        self.binary: bool | None = None   # decided by the first frame
+        self.bucket = TokenBucket(limits.rate_per_sec, limits.rate_burst, now,
+                                  kick_after=limits.rate_kick_after)
+        self.out = OutQueue(limits.reliable_queue)
+        self.session: Session | None = None
+        self.closing = False
+        self.close_reason = ""
+        self._writer: asyncio.Task[None] | None = None
+        self._close_code = CLOSE_NORMAL
+
+    # -- sending -----------------------------------------------------------------------------------
+    @property
+    def direct_ok(self) -> bool:
+        """True when a frame may be written right now (open, nothing queued, socket not backed up)."""
+        return not self.closing and not self.out and not self.sink.backed_up()
+
+    def encode(self, body: dict[str, Any]) -> Frame:
+        return encode_raw(body, self.binary is not False)
+
+    def send(self, body: dict[str, Any]) -> None:
+        """Encode and send one reliable message (reply, chat, xp, hit, level_up, bye)."""
+        self.send_frame(self.encode(body), body["t"])
+
+    def send_frame(self, frame: Frame, t: str) -> None:
+        """Send an already encoded reliable frame; never dropped, overflow disconnects."""
+        if self.closing and t != "bye":
+            return
+        self.metrics.msg_out(t).inc()
+        self.metrics.bytes_out.inc(len(frame))
+        if self.direct_ok:
+            self.sink.send(frame)
+            return
+        try:
+            self.out.push_reliable(frame)
+        except QueueOverflow:
+            self.metrics.queue_drops.labels("reliable_overflow").inc()
+            self.abort("reliable_overflow", CLOSE_POLICY)
+            return
+        self._wake_writer()
+
+    def queue_tick(self, body: dict[str, Any], n: int, ts: float) -> None:
+        """Coalesce a tick for a backed-up link (the runner sends directly otherwise)."""
+        if self.closing:
+            return
+        if self.out.tick is not None:
+            self.metrics.coalesced_ticks.inc()
+        self.out.push_tick(body, n, ts)
+        self._wake_writer()
+
+    def _wake_writer(self) -> None:
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._write_loop())
+
+    async def _write_loop(self) -> None:
+        try:
+            while self.out and self.sink.is_open:
+                await self.sink.drain()
+                item = self.out.pop()
+                if item is None:
+                    break
+                if isinstance(item, dict):
+                    frame = self.encode(item)
+                    self.metrics.msg_out("tick").inc()
+                    self.metrics.bytes_out.inc(len(frame))
+                    item = frame
+                self.sink.send(item)
+        except Exception:  # socket died under us: the read loop notices and cleans up
+            event(log, "writer_failed", level=logging.DEBUG, exc_info=True)
+        if self.closing:
+            self.sink.close(self._close_code, self.close_reason)
+
+    # -- closing -----------------------------------------------------------------------------------
+    def bye(self, reason: str) -> None:
+        """Send ``bye`` (after anything already queued) and close the socket."""
+        if self.closing:
+            return
+        self.send({"t": "bye", "reason": reason})
+        self.closing = True
+        self.close_reason = reason
+        self._close_code = BYE_CLOSE_CODES.get(reason, CLOSE_NORMAL)
+        self.metrics.disconnects.labels(reason).inc()
+        if not self.out:
+            self.sink.close(self._close_code, reason)
+        # else the writer closes once the bye is out
+
+    def abort(self, reason: str, code: int) -> None:
+        """Close without a bye (the queue is full, nothing more can be said)."""
+        if self.closing:
+            return
+        self.closing = True
+        self.close_reason = reason
+        self._close_code = code
+        self.out = OutQueue(self.out.max_reliable)
+        self.metrics.disconnects.labels(reason).inc()
+        event(log, "link_aborted", level=logging.WARNING, reason=reason, code=code,
+              session=self.session.id if self.session else None)
+        self.sink.close(code, reason)
+
+    async def wait_flushed(self, limit: float) -> None:
+        """Give the writer up to ``limit`` seconds to send what is queued (a bye before closing)."""
+        writer = self._writer
+        if writer is not None and not writer.done():
+            await asyncio.wait([writer], timeout=limit)
+
+    def cancel_writer(self) -> None:
+        if self._writer is not None and not self._writer.done():
+            self._writer.cancel()
+
+
+class Session:
+    """A logged-in character's session; survives a dropped socket for the grace period."""
+
+    __slots__ = ("character", "ended", "grace_task", "id", "link", "pid", "runner", "target")
+
+    def __init__(self, session_id: str, character: Character) -> None:
+        self.id = session_id
+        self.character = character
+        self.link: Link | None = None
+        self.runner: RoomRunner | None = None   # room the player is in now
+        self.target: RoomRunner | None = None   # room it will be in once queued inputs are applied
+        self.pid: int | None = None
+        self.grace_task: asyncio.Task[None] | None = None
+        self.ended = False                      # replaced or expired: queued inputs are ignored
+
+    @property
+    def name(self) -> str:
+        return self.character.name
+
+    def send(self, body: dict[str, Any]) -> None:
+        """Reliable send to the current link; dropped while detached (welcome on resume carries state)."""
+        if self.link is not None:
+            self.link.send(body)

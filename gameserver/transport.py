@@ -1,0 +1,186 @@
+"""The only module that imports ``websockets``: accept, HTTP routes, read loop, write path.
+
+- ``/ws`` upgrades to a websocket (no permessage-deflate; hard frame cap ``limits.hard_max_bytes``, over
+  which websockets closes with 1009); ``/health`` and ``/metrics`` answer over plain HTTP through the
+  ``process_request`` hook; ``gameserver.webui`` answers the web client pages and ``/api/stats``; every
+  other path is 404.
+- Writes never await: ``WsSink.send`` and ``broadcast`` use websockets' synchronous ``broadcast`` (frame
+  written to the transport buffer now). Backpressure is read from the transport's write buffer size;
+  ``drain`` waits for websockets' flow control (``write_limit`` high/low water marks).
+- The read loop enforces the idle timeout (``bye idle``) and hands each frame to the router.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import json
+import logging
+import socket
+import time
+from typing import TYPE_CHECKING
+
+from websockets.asyncio.server import Server, ServerConnection, broadcast, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+from websockets.protocol import State
+
+from .logs import event
+from .session import Link, Sink
+
+if TYPE_CHECKING:
+    from .app import GameServer
+
+log = logging.getLogger("gameserver.transport")
+
+
+class WsSink:
+    """A websocket connection as seen by a ``Link``."""
+
+    __slots__ = ("_closing", "conn", "high")
+
+    def __init__(self, conn: ServerConnection, high: int) -> None:
+        self.conn = conn
+        self.high = high
+        self._closing: asyncio.Task[None] | None = None
+
+    def send(self, frame: bytes | str) -> None:
+        broadcast((self.conn,), frame)
+
+    def backed_up(self) -> bool:
+        return self.conn.transport.get_write_buffer_size() > self.high
+
+    async def drain(self) -> None:
+        if self.conn.state is not State.OPEN:
+            raise ConnectionError("connection closed")
+        await self.conn.drain()
+
+    def close(self, code: int, reason: str) -> None:
+        if self._closing is None and self.conn.state is State.OPEN:
+            self._closing = asyncio.get_running_loop().create_task(self.conn.close(code, reason))
+
+    @property
+    def is_open(self) -> bool:
+        return self.conn.state is State.OPEN
+
+    async def wait_closing(self) -> None:
+        """Let a close started by ``close`` finish (so its code, not the handler's default, is used)."""
+        if self._closing is not None:
+            await asyncio.wait([self._closing])
+
+
+def broadcast_frame(sinks: list[Sink], frame: bytes | str) -> None:
+    """Same bytes to every sink, synchronously (the tick's send path)."""
+    broadcast([s.conn for s in sinks], frame)  # type: ignore[attr-defined]
+
+
+def _response(status: int, body: bytes, content_type: str) -> Response:
+    headers = Headers([
+        ("Content-Length", str(len(body))), ("Content-Type", content_type), ("Connection", "close"),
+        ("Cache-Control", "no-store"),
+    ])
+    return Response(status, http.HTTPStatus(status).phrase, headers, body)
+
+
+class Transport:
+    def __init__(self, server: GameServer) -> None:
+        self.server = server
+        self.limits = server.config.limits
+        self.ws: Server | None = None
+        self.links: set[Link] = set()
+
+    async def start(self, host: str, port: int) -> int:
+        """Listen; returns the bound port (useful with port 0)."""
+        limits = self.limits
+        self.ws = await serve(
+            self._handle, host, port,
+            process_request=self._process_request,
+            compression=None,
+            max_size=limits.hard_max_bytes,
+            max_queue=64,
+            write_limit=(limits.write_buffer_high, limits.write_buffer_high // 4),
+            close_timeout=limits.close_timeout,
+            ping_interval=20, ping_timeout=20,
+            server_header="gameserver",
+        )
+        return int(self.ws.sockets[0].getsockname()[1])
+
+    def stop_accepting(self) -> None:
+        if self.ws is not None:
+            self.ws.close(close_connections=False)
+
+    async def wait_closed(self, limit: float) -> None:
+        """Wait for every connection to close; abort the stragglers after ``limit``."""
+        if self.ws is None:
+            return
+        try:
+            async with asyncio.timeout(limit):
+                await self.ws.wait_closed()
+        except TimeoutError:
+            for conn in list(self.ws.connections):
+                conn.transport.abort()
+            try:
+                async with asyncio.timeout(1.0):
+                    await self.ws.wait_closed()
+            except TimeoutError:
+                event(log, "close_timeout", level=logging.WARNING)
+
+    # -- HTTP ----------------------------------------------------------------------------------------
+    def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+        path = request.path.split("?", 1)[0]
+        if path == "/ws":
+            return None
+        if path == "/health":
+            body = json.dumps(self.server.health(), separators=(",", ":")).encode()
+            return _response(200, body, "application/json")
+        if path == "/metrics":
+            from .metrics import CONTENT_TYPE_LATEST
+            return _response(200, self.server.metrics.render(), CONTENT_TYPE_LATEST)
+        # web client, monitor and /api/stats (gameserver.webui: pure path -> (status, type, body))
+        from . import webui
+        answer = webui.http_response(self.server, request.path, request.headers)
+        if answer is not None:
+            status, content_type, body = answer
+            return _response(status, body, content_type)
+        return _response(404, b"not found\n", "text/plain; charset=utf-8")
+
+    # -- websocket -----------------------------------------------------------------------------------
+    async def _handle(self, conn: ServerConnection) -> None:
+        server = self.server
+        limits = self.limits
+        if limits.socket_send_buffer is not None:
+            sock = conn.transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, limits.socket_send_buffer)
+        sink = WsSink(conn, limits.write_buffer_high)
+        link = Link(sink, limits, server.metrics, time.monotonic())
+        self.links.add(link)
+        server.metrics.connections.inc()
+        router = server.router
+        idle = limits.idle_timeout
+        try:
+            while not link.closing:
+                try:
+                    async with asyncio.timeout(idle):
+                        frame = await conn.recv()
+                except TimeoutError:
+                    link.bye("idle")
+                    break
+                except ConnectionClosed:
+                    break
+                await router.receive(link, frame)
+            if link.closing:
+                await link.wait_flushed(limits.close_timeout)
+                await sink.wait_closing()
+            else:
+                server.metrics.disconnects.labels("client_closed").inc()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            event(log, "connection_failed", level=logging.ERROR, exc_info=True)
+        finally:
+            self.links.discard(link)
+            server.metrics.connections.dec()
+            link.cancel_writer()
+            await server.link_closed(link)
