@@ -48,7 +48,10 @@ class RoomRunner:
         self.max_inputs = max_inputs
         self.broadcast = broadcast
         self.spawn = spawn
-        self.inputs: deque[tuple[str, Session, Any, int | None]] = deque()
+        # (kind, session, arg, rid, arrival time): moves and attacks are judged at their arrival time, so
+        # two moves inside one tick each get their own share of the speed budget.
+        self.inputs: deque[tuple[str, Session, Any, int | None, float]] = deque()
+        self._clock: Callable[[], float] = time.monotonic   # the loop's clock once started
         self.by_pid: dict[int, Session] = {}
         self.n = 0
         self.overruns = 0
@@ -68,7 +71,7 @@ class RoomRunner:
         if len(self.inputs) >= self.max_inputs:
             self.server.metrics.queue_drops.labels("room_input").inc()
             raise RoomBusy(f"room {self.name} is busy, try again")
-        self.inputs.append((kind, session, arg, rid))
+        self.inputs.append((kind, session, arg, rid, self._clock()))
 
     def detach(self, session: Session) -> None:
         """Take the session's player out of this room now (leave, room change, session end)."""
@@ -99,7 +102,9 @@ class RoomRunner:
 
     # -- tick loop ---------------------------------------------------------------------------------
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"room:{self.name}")
+        loop = asyncio.get_running_loop()
+        self._clock = loop.time
+        self._task = loop.create_task(self._run(), name=f"room:{self.name}")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -140,11 +145,11 @@ class RoomRunner:
         """One tick: inputs in order, step, deliveries. Public so tests can drive it with a fake clock."""
         inputs = self.inputs
         while inputs:
-            kind, session, arg, rid = inputs.popleft()
+            kind, session, arg, rid, arrived = inputs.popleft()
             if session.ended:
                 continue
             try:
-                getattr(self, "_apply_" + kind)(session, arg, rid, now)
+                getattr(self, "_apply_" + kind)(session, arg, rid, min(arrived, now))
             except Exception as exc:
                 self.server.router.reply_error(session.link, exc, rid)
         self.n += 1
