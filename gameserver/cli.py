@@ -1,6 +1,7 @@
 """``gameserver serve`` command line.
 
     gameserver serve [--host H] [--port P] [--data DIR | --store URL] [--config FILE] [--log-level L]
+    gameserver demo  [--port P] [--data DIR] [--bots N] [--duration S] [--room R]   (server + demo bots)
 
 Every flag can also come from ``GAMESERVER_*`` environment variables (see ``gameserver.config``); flags win.
 SIGTERM / SIGINT stop gracefully (``bye shutdown``, flush, close the store); a second signal exits at once.
@@ -33,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", help="TOML configuration file")
     serve.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     serve.add_argument("--tick-rate", type=float, help="ticks per second (default 20)")
+    sub.add_parser("demo", help="run the server on the embedded datastore plus demo bots "
+                   "(see `gameserver demo --help`)")
     return parser
 
 
@@ -99,6 +102,12 @@ def run(coro: Any, use_uvloop: bool = True) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["demo"]:
+        # The demo (server + in-process bots) lives with the bots; its flags are its own.
+        from loadtest.demo import main as demo_main
+
+        return demo_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         config = load_config(args.config, overrides=overrides_from_args(args))
