@@ -26,6 +26,8 @@ import uuid
 from typing import Any
 
 from .characters import Character, CharacterStore
+from .cluster import Backend, ClusterNode
+from .cluster.local import LocalRanking
 from .config import ConfigError, ServerConfig
 from .game.room import Room
 from .game.world import spawn_point
@@ -44,11 +46,13 @@ log = logging.getLogger("gameserver.app")
 
 
 class GameServer:
-    def __init__(self, config: ServerConfig, *, store: Any = None) -> None:
+    def __init__(self, config: ServerConfig, *, store: Any = None, cluster: Backend | None = None) -> None:
         self.config = config
         self.metrics = Metrics()
         self.leaderboard = Leaderboard()
+        self.ranking: Any = LocalRanking(self.leaderboard)   # what ``top`` reads; shared when clustered
         self.registry = LocalSessionRegistry()
+        self.cluster = ClusterNode(self, cluster)
         self.signer = TokenSigner(config.auth.token_secret, config.auth.token_ttl)
         self.router = Router(self)
         self.grants = XpGrants(self)
@@ -83,10 +87,13 @@ class GameServer:
         if self.signer.ephemeral:
             event(log, "ephemeral_token_secret", level=logging.WARNING,
                   note="auth.token_secret not set: resume tokens will not survive a restart")
-        for runner in self.runners.values():
-            runner.start()
         self.characters.start_flusher()
         self.port = await self.transport.start(self.config.host, self.config.port)
+        await self.cluster.start(self.port)   # alone: owns and starts every room; clustered: rooms on demand
+        shared = self.cluster.backend.ranking if self.cluster.backend is not None else None
+        if shared is not None:
+            self.ranking = self.characters.shared_ranking = shared
+            await shared.record_many(self.characters.leaderboard_entries())
         event(log, "started", host=self.config.host, port=self.port, rooms=list(self.runners),
               characters=count, tick_rate=self.config.game.tick_rate)
         return self.port
@@ -114,6 +121,7 @@ class GameServer:
             await asyncio.wait(list(self._bg), timeout=grace / 2)
         await self.characters.stop_flusher()
         await self.characters.flush_all()
+        await self.cluster.stop()
         if self._own_store:
             await self.store.close()
         event(log, "stopped")
@@ -182,9 +190,21 @@ class GameServer:
 
     async def login(self, link: Link, name: str, secret: str, rid: int | None) -> None:
         ch = await self.characters.login(name, secret)
+        session_id = uuid.uuid4().hex
+        elsewhere = await self.cluster.claim_login(name, session_id, ch)   # None: the room is ours
         if link.closing or not link.sink.is_open or self.stopping:
             if self.registry.by_name(name) is None:
                 self.characters.release(name)
+            return
+        if elsewhere is not None:   # the character's room lives on another node: send the player there
+            old = self.registry.by_name(name)
+            if old is not None:
+                self._replace(old)
+            if link.session is not None:
+                await self._drop_link_session(link)
+            if self.registry.by_name(name) is None:
+                self.characters.release(name)
+            self.cluster.send_redirect(link, session_id, name, elsewhere, rid)
             return
         if link.session is not None and link.session.name != name:
             await self._drop_link_session(link)
@@ -193,7 +213,7 @@ class GameServer:
             if old.link is link:
                 link.session = None
             self._replace(old)
-        session = Session(uuid.uuid4().hex, ch)
+        session = Session(session_id, ch)
         session.link = link
         link.session = session
         self.registry.add(session)
@@ -207,6 +227,17 @@ class GameServer:
     async def resume(self, link: Link, token: str, rid: int | None) -> None:
         claims = self.signer.verify(token, time.time())
         session = self.registry.get(claims.session)
+        at_spawn = False
+        if session is None and self.cluster.enabled:   # registered on another node (or in transit)
+            adopted = await self.cluster.adopt(link, claims, rid)
+            if adopted is None:
+                return   # redirected onward
+            session, at_spawn = adopted
+            self.registry.add(session)
+            self.metrics.sessions.set(len(self.registry))
+            if link.closing or not link.sink.is_open or self.stopping:
+                session.grace_task = asyncio.get_running_loop().create_task(self._grace(session))
+                return
         if session is None or session.name != claims.name or session.ended:
             raise BadToken("session expired or unknown")
         if link.session is not None and link.session is not session:
@@ -226,7 +257,8 @@ class GameServer:
             session.target.submit("snapshot", session, None, None)
         else:
             runner = self.runners[session.character.room]
-            runner.submit("join", session, (session.character.x, session.character.y), None)
+            at = None if at_spawn else (session.character.x, session.character.y)
+            runner.submit("join", session, at, None)
             session.target = runner
 
     async def link_closed(self, link: Link) -> None:
@@ -257,6 +289,7 @@ class GameServer:
         self.registry.remove(session)
         self.metrics.sessions.set(len(self.registry))
         event(log, "session_ended", name=session.name, session=session.id)
+        await self.cluster.session_ended(session)
         await self._save(session.character)
         if self.registry.by_name(session.name) is None:
             self.characters.release(session.name)

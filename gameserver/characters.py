@@ -85,6 +85,7 @@ class CharacterStore:
         self.leaderboard = leaderboard
         self.spawn = spawn                      # room name -> spawn point
         self.live: dict[str, Character] = {}   # characters with a session
+        self.shared_ranking: Any = None          # cluster: the ranking every node reads (awaited per grant)
         self._flusher: asyncio.Task[None] | None = None
 
     def key(self, name: str) -> Key:
@@ -109,6 +110,10 @@ class CharacterStore:
             count += 1
         return count
 
+    def leaderboard_entries(self) -> list[tuple[str, int, int]]:
+        """(name, xp, level) of every character the in-memory leaderboard knows (to seed a shared one)."""
+        return [(e["name"], e["xp"], e["level"]) for e in self.leaderboard.top(len(self.leaderboard))]
+
     # -- login -------------------------------------------------------------------------------------
     async def login(self, name: str, secret: str) -> Character:
         """The character of ``name`` if ``secret`` matches (creating it on first login); else AuthFailed."""
@@ -132,6 +137,8 @@ class CharacterStore:
             event(log, "character_created", name=name)
             ch = Character(name=name, secret=hashed, room=room, x=x, y=y)
             self.leaderboard.update(name, 0, 1)
+            if self.shared_ranking is not None:
+                await self.shared_ranking.record(name, 0, 1)
         else:
             bins = rec.bins
             if not await verify_secret_async(secret, str(bins.get("secret", ""))):
@@ -150,6 +157,32 @@ class CharacterStore:
         xp = int(bins.get("xp", 0))
         return Character(name=name, secret=str(bins["secret"]), xp=xp, level=level_for_xp(xp),
                          kills=int(bins.get("kills", 0)), room=room, x=x, y=y)
+
+    async def adopt(self, name: str) -> Character:
+        """The character of a session resumed from another node (the token already proved who it is)."""
+        live = self.live.get(name)
+        if live is not None:
+            return live
+        rec = await self._timed("get", self.store.get(self.key(name)))
+        if rec is None:
+            raise UnknownCharacter(f"character {name} does not exist")
+        return self.live.setdefault(name, self._from_bins(name, rec.bins))
+
+    async def reload(self, ch: Character) -> None:
+        """Re-read everything of ``ch`` from the store (another node just flushed it)."""
+        rec = await self._timed("get", self.store.get(self.key(ch.name)))
+        if rec is not None:
+            fresh = self._from_bins(ch.name, rec.bins)
+            ch.xp, ch.level, ch.kills = fresh.xp, fresh.level, fresh.kills
+            ch.room, ch.x, ch.y = fresh.room, fresh.x, fresh.y
+
+    async def refresh_xp(self, ch: Character) -> None:
+        """Re-read XP (grants from other nodes); never lowers it."""
+        rec = await self._timed("get", self.store.get(self.key(ch.name)))
+        if rec is not None:
+            xp = int(rec.bins.get("xp", 0))
+            if xp > ch.xp:
+                ch.xp, ch.level = xp, level_for_xp(xp)
 
     def release(self, name: str) -> None:
         """Forget a character whose session ended (call after its final flush)."""
@@ -194,6 +227,11 @@ class CharacterStore:
         if live is not None:
             live.xp, live.level = result.xp, result.level
         self.leaderboard.update(name, result.xp, result.level)
+        if self.shared_ranking is not None:
+            try:
+                await self.shared_ranking.record(name, result.xp, result.level)
+            except Exception as exc:   # the grant is stored; the ranking catches up at the next grant
+                event(log, "ranking_failed", level=logging.WARNING, name=name, error=repr(exc))
         return result
 
     # -- write-behind ------------------------------------------------------------------------------

@@ -46,6 +46,8 @@ class LimitsConfig(_Section):
     room_input_queue: int = Field(20_000, ge=16, description="queued room inputs before rejecting")
     close_timeout: float = Field(2.0, gt=0)
     socket_send_buffer: int | None = Field(None, ge=1024, description="SO_SNDBUF per connection (kernel)")
+    max_connections: int = Field(10_000, ge=1, description="open websockets; more get HTTP 503 at upgrade")
+    open_timeout: float = Field(10.0, gt=0, description="TCP accept -> finished handshake (slowloris)")
 
 
 class AuthConfig(_Section):
@@ -153,6 +155,29 @@ class PersistConfig(_Section):
     cas_retries: int = Field(16, ge=1)
 
 
+class ClusterConfig(_Section):
+    """Several nodes sharing one Redis (docs/scale-out.md). Absent: one node, nothing shared."""
+
+    node_id: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$",
+                                description="unique per node; default host-pid-random")
+    public_url: str | None = Field(None, description="ws URL other nodes redirect players to; "
+                                                     "default ws://HOST:PORT/ws as bound")
+    redis_url: str | None = Field(None, description="presence, pub/sub, leases; None: in-process only")
+    prefix: str = Field("gs", min_length=1, max_length=32, description="Redis key prefix")
+    lease_ttl: float = Field(5.0, gt=0, description="room lease expiry after the last renewal, seconds")
+    renew_interval: float = Field(1.5, gt=0, description="lease renewal and presence heartbeat period")
+    idle_release: float = Field(30.0, gt=0, description="release a room's lease after this long empty")
+    handoff_timeout: float = Field(2.0, gt=0, description="wait for another node to hand a session over")
+    rooms: tuple[str, ...] = Field((), description="home rooms: claimed at start-up and whenever free, "
+                                                   "never released when idle")
+
+    @model_validator(mode="after")
+    def _renew_before_expiry(self) -> ClusterConfig:
+        if self.renew_interval * 2 > self.lease_ttl:
+            raise ValueError("cluster.renew_interval must be at most half of cluster.lease_ttl")
+        return self
+
+
 class ServerConfig(_Section):
     """Root configuration object."""
 
@@ -169,6 +194,14 @@ class ServerConfig(_Section):
     rooms: tuple[RoomConfig, ...] = Field((), description="empty: the default world (gameserver.game.world)")
     store: StoreConfig = StoreConfig()
     persist: PersistConfig = PersistConfig()
+    cluster: ClusterConfig | None = None
+
+    @model_validator(mode="after")
+    def _cluster_shares_token_secret(self) -> ServerConfig:
+        if self.cluster is not None and self.auth.token_secret is None:
+            raise ValueError("cluster needs auth.token_secret (the same on every node) so resume tokens "
+                             "work across nodes")
+        return self
 
     @model_validator(mode="after")
     def _rooms_valid(self) -> ServerConfig:
@@ -177,6 +210,9 @@ class ServerConfig(_Section):
             raise ValueError(f"duplicate room names: {names}")
         if self.game.start_room not in names:
             raise ValueError(f"game.start_room {self.game.start_room!r} is not a configured room")
+        unknown = [r for r in (self.cluster.rooms if self.cluster else ()) if r not in names]
+        if unknown:
+            raise ValueError(f"cluster.rooms names unknown rooms: {unknown}")
         for room in self.rooms:
             ids = [m.id for m in room.all_mobs()]
             if len(set(ids)) != len(ids):

@@ -61,9 +61,11 @@ class XpGrants:
                 session.send({"t": "error", "code": "internal",
                               "message": f"could not store xp for {reason}, please report"})
             return None
+        body = {"t": "xp", "gained": amount, "xp": result.xp, "level": result.level, "reason": reason}
         if session is not None:
-            session.send({"t": "xp", "gained": amount, "xp": result.xp, "level": result.level,
-                          "reason": reason})
+            session.send(body)
+        else:   # the hitter moved to another node since the kill
+            server.cluster.notify_xp(name, body)
         if result.level > result.old_level:
             target = session.runner if session is not None and session.runner is not None else room
             if target is not None:

@@ -29,6 +29,12 @@ class Leaderboard:
         self._by_name[name] = (xp, level)
         bisect.insort(self._keys, (-xp, name))
 
+    def raise_to(self, name: str, xp: int, level: int) -> None:
+        """Like ``update`` but never lowers a character's XP (writes from several nodes may arrive late)."""
+        old = self._by_name.get(name)
+        if old is None or xp > old[0]:
+            self.update(name, xp, level)
+
     def top(self, n: int) -> list[dict[str, Any]]:
         out = []
         for _neg_xp, name in self._keys[: max(0, n)]:

@@ -18,6 +18,7 @@ from shared.codec import decode_client
 from shared.errors import MessageTooLarge, ProtocolError
 
 from .characters import AuthFailed
+from .cluster import RoomUnavailable
 from .game.room import GameError
 from .logs import event
 from .ratelimit import Verdict
@@ -48,7 +49,7 @@ def error_for(exc: BaseException) -> tuple[str, str]:
         return "auth_failed", "wrong name or secret"
     if isinstance(exc, BadToken):
         return "bad_token", f"cannot resume: {exc}"
-    if isinstance(exc, RoomBusy):
+    if isinstance(exc, RoomBusy | RoomUnavailable):
         return "internal", str(exc)
     event(log, "handler_failed", level=logging.ERROR, exc_info=(type(exc), exc, exc.__traceback__),
           error=repr(exc))
@@ -168,6 +169,12 @@ async def on_join(server: GameServer, link: Link, msg: m.Join) -> None:
     runner = server.runners.get(msg.room)
     if runner is None:
         raise RequestError("no_such_room", f"no room {msg.room!r}")
+    owner = await server.cluster.ensure_room(msg.room)   # None: this node runs the room
+    if session.ended or link.session is not session:
+        return
+    if owner is not None:
+        await server.cluster.hand_off(session, room=msg.room, target=owner, rid=msg.rid)
+        return
     runner.submit("join", session, None, msg.rid)
     session.target = runner
 
@@ -203,11 +210,12 @@ async def on_chat(server: GameServer, link: Link, msg: m.Chat) -> None:
 
 async def on_me(server: GameServer, link: Link, msg: m.Me) -> None:
     ch = _session(link).character
+    await server.cluster.refresh(ch)
     link.send(_with_rid({"t": "profile", "character": ch.wire(), "kills": ch.kills}, msg.rid))
 
 
 async def on_top(server: GameServer, link: Link, msg: m.Top) -> None:
-    link.send(_with_rid({"t": "top", "entries": server.leaderboard.top(msg.n)}, msg.rid))
+    link.send(_with_rid({"t": "top", "entries": await server.ranking.top(msg.n)}, msg.rid))
 
 
 async def on_ping(server: GameServer, link: Link, msg: m.Ping) -> None:

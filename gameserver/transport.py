@@ -8,6 +8,9 @@
   written to the transport buffer now). Backpressure is read from the transport's write buffer size;
   ``drain`` waits for websockets' flow control (``write_limit`` high/low water marks).
 - The read loop enforces the idle timeout (``bye idle``) and hands each frame to the router.
+- Abuse limits: a ``/ws`` upgrade beyond ``limits.max_connections`` open websockets is refused with HTTP 503
+  (a concurrent burst may overshoot by the handshakes in flight); a connection that has not finished its
+  handshake within ``limits.open_timeout`` seconds is aborted (slowloris).
 """
 
 from __future__ import annotations
@@ -101,6 +104,7 @@ class Transport:
             max_queue=64,
             write_limit=(limits.write_buffer_high, limits.write_buffer_high // 4),
             close_timeout=limits.close_timeout,
+            open_timeout=limits.open_timeout,
             ping_interval=20, ping_timeout=20,
             server_header="gameserver",
         )
@@ -130,6 +134,10 @@ class Transport:
     def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
         path = request.path.split("?", 1)[0]
         if path == "/ws":
+            if self.ws is not None and len(self.ws.all_connections) >= self.limits.max_connections:
+                # over capacity: refuse the upgrade cheaply; /health and /metrics still answer
+                self.server.metrics.disconnects.labels("max_connections").inc()
+                return _response(503, b"server full, retry later\n", "text/plain; charset=utf-8")
             return None
         if path == "/health":
             body = json.dumps(self.server.health(), separators=(",", ":")).encode()

@@ -1,0 +1,259 @@
+"""Redis implementations of the cluster seams: one Redis (``cluster.redis_url``) shared by every node.
+
+Keys (``P`` = ``cluster.prefix``, default ``gs``):
+
+- ``P:lease:<room>``  string node id, ``PX`` lease ttl. Acquire is ``SET NX`` (or re-``PEXPIRE`` by the
+  holder), renew / release are compare-and-``PEXPIRE`` / compare-and-``DEL`` Lua scripts, so a node never
+  extends or drops a lease another node took.
+- ``P:nodes``         hash node id -> JSON ``{"url", "seen"}`` (presence; "alive" = seen within the ttl).
+- ``P:char:<name>``   hash ``session, node, room, deadline`` (session directory); compare-on-session updates
+  are Lua scripts. Entries of sessions in transit carry a ``PEXPIRE``.
+- ``P:top``           sorted set, member = character, score = -xp (``ZADD LT``: XP only goes up; ascending
+  order = highest XP first, ties by name like the in-memory leaderboard).
+- channel ``P:node:<id>``: JSON control messages to one node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import redis.asyncio as aredis
+
+from ..game.rules import level_for_xp
+from ..logs import event
+from .interfaces import Handler, NodeInfo, SessionEntry
+
+log = logging.getLogger("gameserver.cluster.redis")
+
+_ACQUIRE = """
+local cur = redis.call('GET', KEYS[1])
+if not cur then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return ARGV[1]
+end
+if cur == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return cur
+"""
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+# ARGV: ttl ms (0 = none), then field, value pairs
+_CLAIM = """
+local old = redis.call('HGETALL', KEYS[1])
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+if tonumber(ARGV[1]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return old
+"""
+# ARGV: session, ttl ms, field, value pairs
+_UPDATE = """
+if redis.call('HGET', KEYS[1], 'session') ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 1
+"""
+_DROP = """
+if redis.call('HGET', KEYS[1], 'session') == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def _ms(seconds: float | None) -> int:
+    return 0 if seconds is None else max(1, int(seconds * 1000))
+
+
+def _pairs(entry: SessionEntry) -> list[str]:
+    return [x for kv in entry.fields().items() for x in kv]
+
+
+def _hash(flat: list[Any]) -> dict[str, Any]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+class RedisRoomLeases:
+    def __init__(self, r: aredis.Redis, prefix: str) -> None:
+        self.r = r
+        self.prefix = prefix
+        self._acquire = r.register_script(_ACQUIRE)
+        self._renew = r.register_script(_RENEW)
+        self._release = r.register_script(_RELEASE)
+
+    def key(self, room: str) -> str:
+        return f"{self.prefix}:lease:{room}"
+
+    async def acquire(self, room: str, node: str, ttl: float) -> str:
+        return str(await self._acquire(keys=[self.key(room)], args=[node, _ms(ttl)]))
+
+    async def owner(self, room: str) -> str | None:
+        value = await self.r.get(self.key(room))
+        return None if value is None else str(value)
+
+    async def renew(self, rooms: Iterable[str], node: str, ttl: float) -> set[str]:
+        rooms = list(rooms)
+        if not rooms:
+            return set()
+        async with self.r.pipeline(transaction=False) as pipe:
+            for room in rooms:
+                await self._renew(keys=[self.key(room)], args=[node, _ms(ttl)], client=pipe)
+            results = await pipe.execute()
+        return {room for room, ok in zip(rooms, results, strict=True) if not int(ok)}
+
+    async def release(self, room: str, node: str) -> bool:
+        return bool(int(await self._release(keys=[self.key(room)], args=[node])))
+
+
+class RedisPresence:
+    def __init__(self, r: aredis.Redis, prefix: str) -> None:
+        self.r = r
+        self.key = f"{prefix}:nodes"
+
+    async def announce(self, info: NodeInfo) -> None:
+        await self.r.hset(self.key, info.node, json.dumps({"url": info.url, "seen": info.seen}))
+
+    @staticmethod
+    def _info(node: str, raw: str) -> NodeInfo:
+        data = json.loads(raw)
+        return NodeInfo(node, str(data["url"]), float(data["seen"]))
+
+    async def get(self, node: str) -> NodeInfo | None:
+        raw = await self.r.hget(self.key, node)
+        return None if raw is None else self._info(node, raw)
+
+    async def nodes(self) -> list[NodeInfo]:
+        return [self._info(k, v) for k, v in (await self.r.hgetall(self.key)).items()]
+
+    async def withdraw(self, node: str) -> None:
+        await self.r.hdel(self.key, node)
+
+
+class RedisSessionDirectory:
+    def __init__(self, r: aredis.Redis, prefix: str) -> None:
+        self.r = r
+        self.prefix = prefix
+        self._claim = r.register_script(_CLAIM)
+        self._update = r.register_script(_UPDATE)
+        self._drop = r.register_script(_DROP)
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}:char:{name}"
+
+    async def claim(self, name: str, entry: SessionEntry, ttl: float | None = None) -> SessionEntry | None:
+        old = await self._claim(keys=[self.key(name)], args=[_ms(ttl), *_pairs(entry)])
+        return SessionEntry.from_fields(_hash(old))
+
+    async def get(self, name: str) -> SessionEntry | None:
+        return SessionEntry.from_fields(await self.r.hgetall(self.key(name)))
+
+    async def update(self, name: str, entry: SessionEntry, ttl: float | None = None) -> bool:
+        return bool(int(await self._update(keys=[self.key(name)],
+                                           args=[entry.session, _ms(ttl), *_pairs(entry)])))
+
+    async def release(self, name: str, session: str) -> bool:
+        return bool(int(await self._drop(keys=[self.key(name)], args=[session])))
+
+
+class RedisPubSub:
+    def __init__(self, r: aredis.Redis, prefix: str) -> None:
+        self.r = r
+        self.prefix = prefix
+        self._ps: Any = None
+        self._reader: asyncio.Task[None] | None = None
+        self._handlers: dict[str, Handler] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def channel(self, node: str) -> str:
+        return f"{self.prefix}:node:{node}"
+
+    async def subscribe(self, node: str, handler: Handler) -> None:
+        if self._ps is None:
+            self._ps = self.r.pubsub(ignore_subscribe_messages=True)
+        self._handlers[self.channel(node)] = handler
+        await self._ps.subscribe(self.channel(node))
+        if self._reader is None:
+            self._reader = asyncio.get_running_loop().create_task(self._read())
+
+    async def _read(self) -> None:
+        while True:
+            try:
+                msg = await self._ps.get_message(timeout=1.0)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:   # connection trouble: redis-py reconnects and resubscribes
+                event(log, "pubsub_read_failed", level=logging.WARNING, error=repr(exc))
+                await asyncio.sleep(0.2)
+                continue
+            if msg is None or msg.get("type") != "message":
+                continue
+            handler = self._handlers.get(msg["channel"])
+            try:
+                body = json.loads(msg["data"])
+            except ValueError:
+                continue
+            if handler is not None and isinstance(body, dict):
+                task = asyncio.get_running_loop().create_task(handler(body))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def publish(self, node: str, message: dict[str, Any]) -> None:
+        await self.r.publish(self.channel(node), json.dumps(message, separators=(",", ":")))
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+            self._reader = None
+        if self._ps is not None:
+            with contextlib.suppress(Exception):
+                await self._ps.aclose()
+            self._ps = None
+
+
+class RedisRanking:
+    def __init__(self, r: aredis.Redis, prefix: str) -> None:
+        self.r = r
+        self.key = f"{prefix}:top"
+
+    async def record(self, name: str, xp: int, level: int) -> None:
+        await self.r.zadd(self.key, {name: -xp}, lt=True)
+
+    async def record_many(self, entries: Iterable[tuple[str, int, int]]) -> None:
+        batch: dict[str, int] = {}
+        for name, xp, _level in entries:
+            batch[name] = -xp
+            if len(batch) >= 1000:
+                await self.r.zadd(self.key, batch, lt=True)
+                batch = {}
+        if batch:
+            await self.r.zadd(self.key, batch, lt=True)
+
+    async def top(self, n: int) -> list[dict[str, Any]]:
+        rows = await self.r.zrange(self.key, 0, max(0, n) - 1, withscores=True)
+        return [{"name": name, "level": level_for_xp(-int(score)), "xp": -int(score)} for name, score in rows]
+
+
+class RedisBackend:
+    """Every seam on one Redis connection pool (``decode_responses``: keys and values are text)."""
+
+    def __init__(self, url: str, prefix: str = "gs") -> None:
+        self.r = aredis.Redis.from_url(url, decode_responses=True)
+        self.leases = RedisRoomLeases(self.r, prefix)
+        self.presence = RedisPresence(self.r, prefix)
+        self.directory = RedisSessionDirectory(self.r, prefix)
+        self.pubsub = RedisPubSub(self.r, prefix)
+        self.ranking: RedisRanking | None = RedisRanking(self.r, prefix)
+
+    async def close(self) -> None:
+        await self.pubsub.close()
+        await self.r.aclose()
