@@ -1,0 +1,452 @@
+"""What only the Redis backend has: its layout, scripts by SHA, pipelining, cluster spread, many clients.
+
+The API itself is covered by the conformance suite (``test_api.py`` runs on ``redis`` and
+``redis-cluster`` too); here the data is also inspected with a plain redis-py client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import random
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import redis
+
+from datastore import (
+    InvalidBinError,
+    InvalidURLError,
+    Key,
+    StorageError,
+    open_store,
+    ops,
+)
+from datastore.policy import apply_ops
+from datastore.redis_lua import SCRIPTS
+from datastore.redis_store import KeyCodec, RedisStore, decode_value, encode_value
+from tests import redis_servers
+
+from .conftest import REDIS_FIXTURES, REDIS_URLS
+from .test_model import SETTINGS, StoreModel
+
+pytestmark = pytest.mark.redis
+K = Key("test", "players", "alice")
+
+
+@pytest.fixture(params=list(REDIS_FIXTURES))
+def servers(request: pytest.FixtureRequest) -> Any:
+    """The session's single server or cluster, emptied; ``servers.kind`` names which."""
+    srv = request.getfixturevalue(REDIS_FIXTURES[request.param])
+    srv.flush()
+    srv.kind = request.param
+    return srv
+
+
+@pytest.fixture
+def url(servers: Any) -> str:
+    return REDIS_URLS[servers.kind]
+
+
+@pytest.fixture
+async def store(url: str) -> AsyncIterator[RedisStore]:
+    s = await open_store(url)
+    assert isinstance(s, RedisStore)
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+def nodes(servers: Any) -> list[redis.Redis]:
+    return redis_servers.node_clients(servers)
+
+
+def owner(servers: Any, name: bytes) -> redis.Redis:
+    """The node holding a key (the only node for a single server)."""
+    found = [c for c in nodes(servers) if name in set(c.scan_iter(count=1000))]
+    assert len(found) == 1, f"{name!r} on {len(found)} nodes"
+    return found[0]
+
+
+def all_keys(servers: Any) -> list[bytes]:
+    return [k for c in nodes(servers) for k in c.scan_iter(count=1000)]
+
+
+# --- layout ----------------------------------------------------------------------------------------
+
+
+async def test_record_is_one_hash_with_partition_hash_tag(store: RedisStore, servers: Any) -> None:
+    await store.put(K, {"n": 42, "f": 1.5, "s": "x", "l": [1, "a"], "t": True})
+    name = b"r:test:players:{test:%d}:salice" % K.partition
+    assert all_keys(servers) == [name]
+    c = owner(servers, name)
+    assert c.type(name) == b"hash"
+    h = c.hgetall(name)
+    assert h[b"\xffg"] == b"1"
+    assert h[b"n"] == b"42" and h[b"f"] == b"f1.5"
+    for field in (b"s", b"l", b"t"):
+        assert h[field][:1] == b"m"  # type byte + msgpack
+    assert {decode_value(v) for f, v in h.items() if f in (b"s", b"t")} == {"x", True}
+    assert len(h) == 6  # 5 bins + generation, no expiry field without a TTL
+
+
+async def test_ints_are_decimal_strings_so_hincrby_works(store: RedisStore, servers: Any) -> None:
+    await store.put(K, {"xp": 10})
+    name = KeyCodec().name(K)
+    assert owner(servers, name).hincrby(name, "xp", 5) == 15
+    assert (await store.get(K)).bins == {"xp": 15}
+    rec = await store.operate(K, [ops.incr("xp", 1), ops.read("xp")])
+    assert rec.bins == {"xp": 16} and rec.generation == 2
+
+
+async def test_values_roundtrip_through_the_field_encoding() -> None:
+    for v in [
+        0,
+        -1,
+        2**64 - 1,
+        -(2**63),
+        1.0,
+        -0.0,
+        1e300,
+        float("inf"),
+        "",
+        "é",
+        b"",
+        b"\x00",
+        True,
+        False,
+        [],
+        {},
+        [1, [2.5, b"x"]],
+        {"a": None},
+    ]:
+        out = decode_value(encode_value(v))
+        assert out == v and type(out) is type(v)
+
+
+async def test_odd_names_and_keys_stay_apart_and_scan_returns_them(store: RedisStore) -> None:
+    keys = [
+        Key("a:b", "c*", "k"),
+        Key("a", "b:c*", "k"),
+        Key("a", "b", "x:{y}:*?"),
+        Key("a", "b", -7),
+        Key("a", "b", b"\x00:{}\xff"),
+        Key("a", "b", "é"),
+        Key("ns{", "}s", 1),
+    ]
+    for i, k in enumerate(keys):
+        await store.put(k, {"i": i})
+    found = {}
+    for ns, st in {(k.namespace, k.set) for k in keys}:
+        async for rec in store.scan(ns, st):
+            found[rec.key] = rec.bins["i"]
+    assert found == {k: i for i, k in enumerate(keys)}
+    assert [type(k.user_key) for k in found] == [type(k.user_key) for k in found]
+    assert {type(k.user_key) for k in found} == {str, int, bytes}
+
+
+async def test_bin_names_like_the_reserved_fields_are_ordinary_bins(store: RedisStore) -> None:
+    bins = {"_gen": "a", "_exp": 1, "\xff": 2, "ÿg": 3}
+    await store.put(K, bins, ttl=100)
+    rec = await store.get(K)
+    assert rec.bins == bins and rec.generation == 1 and rec.expires_at is not None
+
+
+async def test_ttl_is_pexpireat_on_the_hash(store: RedisStore, servers: Any) -> None:
+    await store.put(K, {"a": 1}, ttl=100)
+    name = KeyCodec().name(K)
+    c = owner(servers, name)
+    assert 99_000 < c.pttl(name) <= 100_001  # PEXPIREAT rounds the microsecond expiry up
+    exp = (await store.get(K)).expires_at
+    assert abs(c.execute_command("PEXPIRETIME", name) / 1000 - exp) < 0.002
+    await store.operate(K, [ops.touch(5)])
+    assert 4_000 < c.pttl(name) <= 5_001
+    await store.put(K, {"a": 2})  # a write without ttl clears the expiry
+    assert c.pttl(name) == -1 and b"\xffe" not in c.hgetall(name)
+
+
+async def test_cluster_spreads_partitions_over_slots_and_nodes(redis_cluster: Any) -> None:
+    servers = redis_cluster
+    servers.flush()
+    store = await open_store(servers.url())
+    try:
+        await _check_spread(store, servers)
+    finally:
+        await store.close()
+
+
+async def _check_spread(store: Any, servers: Any) -> None:
+    keys = [Key("test", "players", i) for i in range(300)]
+    await asyncio.gather(*(store.put(k, {"i": i}) for i, k in enumerate(keys)))
+    per_node = [c.dbsize() for c in nodes(servers)]
+    assert sum(per_node) == 300 and min(per_node) > 30, per_node
+    codec = KeyCodec()
+    c0 = nodes(servers)[0]
+    slots = {c0.execute_command("CLUSTER KEYSLOT", codec.name(k)) for k in keys}
+    assert len(slots) > 250  # one namespace, many slots
+    same_partition = [
+        k for k in (Key("test", "other", i) for i in range(20_000)) if k.partition == keys[0].partition
+    ][:3]
+    assert {c0.execute_command("CLUSTER KEYSLOT", codec.name(k)) for k in [keys[0], *same_partition]} == {
+        c0.execute_command("CLUSTER KEYSLOT", codec.name(keys[0]))
+    }
+    assert sorted([r.key.user_key async for r in store.scan("test", "players")]) == list(range(300))
+
+
+# --- scripts ---------------------------------------------------------------------------------------
+
+
+def commandstats(servers: Any) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for c in nodes(servers):
+        for name, st in c.info("commandstats").items():
+            out[name] = out.get(name, 0) + int(st["calls"])
+    return out
+
+
+async def test_scripts_are_loaded_once_and_called_by_sha(store: RedisStore, servers: Any) -> None:
+    for c in nodes(servers):
+        c.config_resetstat()
+        assert all(c.script_exists(*store._sha.values()))
+    for i in range(10):
+        await store.put(K, {"n": i})
+        await store.operate(K, [ops.incr("n", 1)])
+    await store.delete(K)
+    st = commandstats(servers)
+    assert st.get("cmdstat_evalsha") == 21
+    assert "cmdstat_eval" not in st and "cmdstat_script|load" not in st
+
+
+async def test_script_flush_is_recovered_by_reloading(store: RedisStore, servers: Any) -> None:
+    await store.put(K, {"n": 1})
+    loads = store.stats()["script_loads"]
+    for c in nodes(servers):
+        c.script_flush()
+    assert await store.put(K, {"n": 2}) == 2  # NOSCRIPT -> SCRIPT LOAD -> EVALSHA again
+    assert store.stats()["script_loads"] == loads + len(SCRIPTS)
+    assert (await store.operate(K, [ops.incr("n", 1), ops.read("n")])).bins == {"n": 3}
+    for c in nodes(servers):
+        assert all(c.script_exists(*store._sha.values()))
+
+
+async def test_get_many_is_pipelined(
+    store: RedisStore, servers: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = [Key("test", "players", i) for i in range(100)]
+    await asyncio.gather(*(store.put(k, {"i": i}) for i, k in enumerate(keys[::2])))
+
+    async def no_single_get(*args: Any) -> Any:
+        raise AssertionError("get_many must not send one HGETALL per round trip")
+
+    monkeypatch.setattr(store._r, "hgetall", no_single_get)
+    before = store.stats()["pipelines"]
+    recs = await store.get_many(keys)
+    assert [r.bins["i"] if r else None for r in recs] == [i // 2 if i % 2 == 0 else None for i in range(100)]
+    assert store.stats()["pipelines"] == before + 1
+
+
+# --- semantics the Lua must mirror exactly ---------------------------------------------------------
+
+
+async def test_incr_is_exact_over_the_whole_int_range(store: RedisStore) -> None:
+    """Lua numbers are doubles; ints beyond 2^53 (and beyond HINCRBY's int64) must stay exact."""
+    await store.put(K, {"n": 2**63 - 1})
+    assert (await store.operate(K, [ops.incr("n", 1), ops.read("n")])).bins == {"n": 2**63}
+    assert (await store.operate(K, [ops.incr("n", 2**63 - 1), ops.read("n")])).bins == {"n": 2**64 - 1}
+    with pytest.raises(InvalidBinError, match="overflow"):
+        await store.operate(K, [ops.incr("n", 1)])
+    assert (await store.operate(K, [ops.incr("n", -(2**64 - 1) - 2**63), ops.read("n")])).bins == {
+        "n": -(2**63)
+    }
+    with pytest.raises(InvalidBinError, match="overflow"):
+        await store.operate(K, [ops.incr("n", -1)])
+    with pytest.raises(InvalidBinError, match="overflow"):
+        await store.operate(K, [ops.incr("m", 2**70)])
+
+
+async def test_random_incr_and_append_match_the_policy(store: RedisStore) -> None:
+    """Random op sequences give what ``policy.apply_ops`` gives (ints, floats, lists of all msgpack kinds)."""
+    rnd = random.Random(7)
+    items = [
+        0,
+        -1,
+        127,
+        128,
+        -33,
+        2**16,
+        2**32,
+        2**64 - 1,
+        -(2**63),
+        0.1,
+        1e300,
+        "",
+        "a" * 31,
+        "b" * 40,
+        "c" * 300,
+        b"d" * 300,
+        b"e" * 20_000,
+        True,
+        None,
+        [],
+        [1, [2, [3]]],
+        {"k": [1, {"j": b"x"}]},
+        list(range(20)),
+        {str(i): i for i in range(20)},
+    ]
+    model: dict[str, Any] = {}
+    for step in range(300):
+        op_list: list[ops.Op] = []
+        for _ in range(rnd.randint(1, 4)):
+            r = rnd.random()
+            if r < 0.35:
+                n = rnd.choice(
+                    [rnd.randint(-(2**62), 2**62), rnd.randint(-100, 100), rnd.uniform(-1e6, 1e6), 2**53 + 1]
+                )
+                op_list.append(ops.incr(rnd.choice(["i", "j"]), n))
+            elif r < 0.8:
+                op_list.append(
+                    ops.append(rnd.choice(["l", "m"]), rnd.choice(items), rnd.choice([None, 1, 3, 17]))
+                )
+            elif r < 0.9:
+                op_list.append(ops.read(rnd.choice([None, "i", "l"])))
+            else:
+                op_list.append(ops.remove(rnd.choice(["i", "j", "l", "m"])))
+        try:
+            expected_bins, reads, _, _ = apply_ops(copy.deepcopy(model), op_list)
+        except InvalidBinError as exc:
+            with pytest.raises(InvalidBinError) as info:
+                await store.operate(K, op_list)
+            assert str(info.value) == str(exc), step
+            continue
+        if not model and not any(o.kind in ("incr", "append") for o in op_list):
+            continue  # would be RecordNotFoundError on an absent record; covered elsewhere
+        rec = await store.operate(K, op_list)
+        assert rec.bins == reads, step
+        model = expected_bins
+        got = (await store.get(K)).bins
+        assert got == model, step
+        assert all(type(got[b]) is type(model[b]) for b in model)
+        if sum(len(encode_value(v)) for v in model.values()) > 60_000:
+            await store.delete(K)
+            model = {}
+
+
+async def test_type_errors_name_the_stored_type(store: RedisStore) -> None:
+    await store.put(K, {"s": "x", "l": [1], "d": {"a": 1}, "b": b"", "t": False})
+    for name, typ in [("s", "str"), ("l", "list"), ("d", "dict"), ("b", "bytes"), ("t", "bool")]:
+        with pytest.raises(InvalidBinError, match=f"holding {typ}, not a number"):
+            await store.operate(K, [ops.incr(name, 1)])
+    with pytest.raises(InvalidBinError, match="holding dict, not a list"):
+        await store.operate(K, [ops.incr("n", 1), ops.append("d", 1)])
+    rec = await store.get(K)
+    assert rec.generation == 1 and "n" not in rec.bins  # a failing op leaves nothing behind
+
+
+async def test_merge_size_is_checked_server_side(url: str) -> None:
+    s = await open_store(url + "&max_record_bytes=100")
+    try:
+        await s.put(K, {"a": "x" * 60})
+        with pytest.raises(Exception) as info:
+            await s.put(K, {"b": "y" * 60})  # each fits alone, the merged record does not
+        assert info.value.code == "record_too_big"
+        assert (await s.get(K)).bins == {"a": "x" * 60}
+        assert await s.put(K, {"b": "y" * 60}, exists="replace") == 2
+    finally:
+        await s.close()
+
+
+# --- many clients, failures, URLs ------------------------------------------------------------------
+
+
+async def test_200_concurrent_cas_from_several_client_connections(url: str) -> None:
+    stores = [await open_store(url) for _ in range(4)]
+    try:
+
+        async def bump(i: int) -> None:
+            s = stores[i % len(stores)]
+            await asyncio.sleep(0.001 * (i % 3))
+            await s.cas(K, lambda b: {"n": b.get("n", 0) + i, "c": b.get("c", 0) + 1}, retries=200)
+
+        await asyncio.wait_for(asyncio.gather(*(bump(i) for i in range(200))), 60)
+        rec = await stores[0].get(K)
+        assert rec.bins == {"n": sum(range(200)), "c": 200} and rec.generation == 200
+        attempts = sum(s.stats()["cas_attempts"] for s in stores)
+        retries = sum(s.stats()["cas_retries"] for s in stores)
+        assert attempts == 200 + retries  # every retry was a real conflict between connections
+    finally:
+        for s in stores:
+            await s.close()
+
+
+async def test_unreachable_or_dead_server_is_storage_error(tmp_path: Any) -> None:
+    port = redis_servers.free_port()
+    with pytest.raises(StorageError) as info:
+        await open_store(f"redis://127.0.0.1:{port}/0?socket_connect_timeout=1")
+    assert info.value.code == "io_error"
+    server = redis_servers.start_server(tmp_path)
+    try:
+        s = await open_store(server.url(query="socket_timeout=2&socket_connect_timeout=1"))
+        await s.put(K, {"a": 1})
+    finally:
+        server.stop()
+    for call in (s.get(K), s.put(K, {"a": 2}), s.get_many([K]), s.operate(K, [ops.read()])):
+        with pytest.raises(StorageError):
+            await call
+    assert s.stats()["redis_errors"] >= 4
+    await s.close()
+
+
+async def test_database_number_and_options_come_from_the_url(redis_single: Any) -> None:
+    s = await open_store(redis_single.url(db=3, query="max_record_bytes=1000&max_connections=8"))
+    try:
+        await s.put(K, {"a": 1})
+        assert redis.Redis(port=redis_single.port, db=3).dbsize() == 1
+        assert s.stats()["max_record_bytes"] == 1000
+    finally:
+        await s.close()
+        redis.Redis(port=redis_single.port, db=3).flushdb()
+    for bad in [
+        redis_single.url(query="durability=fsync"),
+        redis_single.url(query="max_record_bytes=0"),
+        f"redis://{redis_single.address}/x",
+        f"redis+cluster://{redis_single.address}/2",
+    ]:
+        with pytest.raises(InvalidURLError):
+            await open_store(bad)
+
+
+async def test_get_hides_a_record_the_moment_it_expires(store: RedisStore) -> None:
+    await store.put(K, {"a": 1}, ttl=0.05)
+    exp = (await store.get(K)).expires_at
+    await asyncio.sleep(max(0.0, exp - time.time()))
+    assert await store.get(K) is None and await store.get_many([K]) == [None]
+
+
+# --- the model-based test of test_model.py, on Redis -----------------------------------------------
+
+
+class RedisStoreModel(StoreModel):
+    """Random operation sequences against the dict model; each example starts from an empty server."""
+
+    servers: Any = None
+
+    def __init__(self) -> None:
+        self.servers.flush()
+        super().__init__()
+
+
+@pytest.fixture
+def _model_servers(servers: Any) -> Any:
+    RedisStoreModel.servers = servers
+    RedisStoreModel.url_template = REDIS_URLS[servers.kind]
+    return servers
+
+
+def test_model_based_sequences(_model_servers: Any) -> None:
+    from hypothesis import settings
+    from hypothesis.stateful import run_state_machine_as_test
+
+    run_state_machine_as_test(RedisStoreModel, settings=settings(SETTINGS, max_examples=25))
