@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import abc
+import asyncio
 import inspect
+import random
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
@@ -14,6 +16,9 @@ from .policy import TTL_KEEP
 from .record import Record
 
 CasFn = Callable[[dict[str, Any]], Any]
+
+CAS_BACKOFF_BASE = 0.0005   # seconds; doubled per further conflict
+CAS_BACKOFF_CAP = 0.02
 
 
 class Store(abc.ABC):
@@ -56,11 +61,12 @@ class Store(abc.ABC):
         """Read-modify-write: ``fn(bins or {})`` returns the record's new bins (all of them).
 
         Writes with ``generation=`` the one read (``exists="create"`` if absent), keeping the record's
-        expiry, and retries on conflict. Raises GenerationError after ``retries`` retries. ``fn`` may be a
+        expiry, and retries on conflict (the first retry at once, later ones after a capped, jittered
+        backoff). Raises GenerationError after ``retries`` retries. ``fn`` may be a
         coroutine function; if it returns None nothing is written and the current record is returned
         (RecordNotFoundError if there is none).
         """
-        for _attempt in range(retries + 1):
+        for attempt in range(retries + 1):
             self.cas_attempts += 1
             rec = await self.get(key)
             new = fn(rec.bins if rec is not None else {})
@@ -78,6 +84,11 @@ class Store(abc.ABC):
                 return Record(key, {k: v for k, v in new.items() if v is not None}, gen, rec.expires_at)
             except (GenerationError, RecordExistsError, RecordNotFoundError):
                 self.cas_retries += 1
+                if attempt:
+                    # Repeated conflicts: capped, jittered backoff so contending writers (other
+                    # connections, other nodes) spread out instead of colliding in lockstep.
+                    delay = min(CAS_BACKOFF_CAP, CAS_BACKOFF_BASE * 2**attempt)
+                    await asyncio.sleep(random.uniform(0, delay))
         raise GenerationError(f"cas on {key!r} still conflicting after {retries} retries")
 
     def stats(self) -> dict[str, Any]:
