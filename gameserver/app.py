@@ -221,8 +221,7 @@ class GameServer:
         event(log, "login", name=name, session=session.id)
         link.send(self._welcome(session, rid))
         runner = self.runners[ch.room]
-        runner.submit("join", session, (ch.x, ch.y), None)
-        session.target = runner
+        session.submit(runner, "join", (ch.x, ch.y), None)
 
     async def resume(self, link: Link, token: str, rid: int | None) -> None:
         claims = self.signer.verify(token, time.time())
@@ -254,12 +253,11 @@ class GameServer:
         event(log, "resume", name=session.name, session=session.id)
         link.send(self._welcome(session, rid))
         if session.target is not None:
-            session.target.submit("snapshot", session, None, None)
+            session.submit(session.target, "snapshot")
         else:
             runner = self.runners[session.character.room]
             at = None if at_spawn else (session.character.x, session.character.y)
-            runner.submit("join", session, at, None)
-            session.target = runner
+            session.submit(runner, "join", at, None)
 
     async def link_closed(self, link: Link) -> None:
         """The socket is gone: detach its session and start the grace period."""

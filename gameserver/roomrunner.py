@@ -23,7 +23,7 @@ from shared.codec import encode_raw
 
 from .game.room import GameError, Room
 from .logs import event
-from .session import Link, Session, Sink
+from .session import Link, RoomBusy, Session, Sink
 
 if TYPE_CHECKING:
     from .app import GameServer
@@ -32,10 +32,6 @@ log = logging.getLogger("gameserver.roomrunner")
 
 MAX_BEHIND = 5
 Broadcast = Callable[[list[Sink], bytes | str], None]
-
-
-class RoomBusy(Exception):
-    code = "internal"
 
 
 class RoomRunner:
@@ -146,12 +142,13 @@ class RoomRunner:
         inputs = self.inputs
         while inputs:
             kind, session, arg, rid, arrived = inputs.popleft()
-            if session.ended:
-                continue
-            try:
-                getattr(self, "_apply_" + kind)(session, arg, rid, min(arrived, now))
-            except Exception as exc:
-                self.server.router.reply_error(session.link, exc, rid)
+            if not session.ended:
+                try:
+                    getattr(self, "_apply_" + kind)(session, arg, rid, min(arrived, now))
+                except Exception as exc:
+                    self.server.router.reply_error(session.link, exc, rid)
+            if kind == "join":
+                session.placed(self)
         self.n += 1
         deliveries = self.room.step(now)
         if deliveries:

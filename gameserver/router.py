@@ -22,8 +22,7 @@ from .cluster import RoomUnavailable
 from .game.room import GameError
 from .logs import event
 from .ratelimit import Verdict
-from .roomrunner import RoomBusy
-from .session import Link, Session
+from .session import Link, RoomBusy, Session
 from .tokens import BadToken
 
 if TYPE_CHECKING:
@@ -175,37 +174,35 @@ async def on_join(server: GameServer, link: Link, msg: m.Join) -> None:
     if owner is not None:
         await server.cluster.hand_off(session, room=msg.room, target=owner, rid=msg.rid)
         return
-    runner.submit("join", session, None, msg.rid)
-    session.target = runner
+    session.submit(runner, "join", None, msg.rid)
 
 
 async def on_leave(server: GameServer, link: Link, msg: m.Leave) -> None:
     session = _session(link)
     if session.target is None:
         raise RequestError("not_in_room", "not in a room")
-    session.target.submit("leave", session, None, msg.rid)
-    session.target = None
+    session.submit(session.target, "leave", None, msg.rid)
 
 
 async def on_move(server: GameServer, link: Link, msg: m.Move) -> None:
     session = _session(link)
     if session.target is None:
         raise RequestError("not_in_room", "not in a room")
-    session.target.submit("move", session, (msg.x, msg.y), msg.rid)
+    session.submit(session.target, "move", (msg.x, msg.y), msg.rid)
 
 
 async def on_attack(server: GameServer, link: Link, msg: m.Attack) -> None:
     session = _session(link)
     if session.target is None:
         raise RequestError("not_in_room", "not in a room")
-    session.target.submit("attack", session, msg.mob, msg.rid)
+    session.submit(session.target, "attack", msg.mob, msg.rid)
 
 
 async def on_chat(server: GameServer, link: Link, msg: m.Chat) -> None:
     session = _session(link)
     if session.target is None:
         raise RequestError("not_in_room", "not in a room")
-    session.target.submit("chat", session, msg.text, msg.rid)
+    session.submit(session.target, "chat", msg.text, msg.rid)
 
 
 async def on_me(server: GameServer, link: Link, msg: m.Me) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -170,10 +171,19 @@ class Link:
             self._writer.cancel()
 
 
+class RoomBusy(Exception):
+    """A room's bounded input queue is full; answered with ``error`` ``internal``."""
+
+    code = "internal"
+
+
 class Session:
     """A logged-in character's session; survives a dropped socket for the grace period."""
 
-    __slots__ = ("character", "ended", "grace_task", "id", "link", "pid", "runner", "target")
+    __slots__ = ("character", "deferred", "ended", "grace_task", "id", "link", "pid", "placing",
+                 "placing_count", "runner", "target")
+
+    MAX_DEFERRED = 256   # inputs held back behind a pending join; the rate limit keeps this far away
 
     def __init__(self, session_id: str, character: Character) -> None:
         self.id = session_id
@@ -184,10 +194,63 @@ class Session:
         self.pid: int | None = None
         self.grace_task: asyncio.Task[None] | None = None
         self.ended = False                      # replaced or expired: queued inputs are ignored
+        # A join queued in one room and inputs aimed at another must apply in the order sent: inputs for
+        # another room wait here until the pending join has been applied (see ``submit``/``placed``).
+        self.placing: RoomRunner | None = None
+        self.placing_count = 0
+        self.deferred: deque[tuple[RoomRunner, str, Any, int | None]] = deque()
 
     @property
     def name(self) -> str:
         return self.character.name
+
+    def submit(self, runner: RoomRunner, kind: str, arg: Any = None, rid: int | None = None) -> None:
+        """Queue a room input, keeping the session's order across rooms.
+
+        Rooms tick independently, so ``join forest`` sent right after a login placed the player in
+        ``town`` could otherwise be applied before the town placement. Inputs for another room than
+        the one with a pending join are held until that join is applied. Raises ``RoomBusy`` when a
+        room's queue (or this session's hold-back queue) is full.
+        """
+        if self.deferred or (self.placing is not None and self.placing is not runner):
+            if len(self.deferred) >= self.MAX_DEFERRED:
+                raise RoomBusy("too many inputs waiting for a room change")
+            self.deferred.append((runner, kind, arg, rid))
+        else:
+            runner.submit(kind, self, arg, rid)
+            if kind == "join":
+                self.placing = runner
+                self.placing_count += 1
+        if kind == "join":
+            self.target = runner
+        elif kind == "leave":
+            self.target = None
+
+    def forget_inputs(self) -> None:
+        """The session leaves this node's rooms (hand-off): nothing queued for it is waited for."""
+        self.target = None
+        self.placing = None
+        self.placing_count = 0
+        self.deferred.clear()
+
+    def placed(self, runner: RoomRunner) -> None:
+        """A queued join of ``runner`` was applied (or dropped): release inputs held behind it."""
+        if self.placing is not runner:
+            return
+        self.placing_count -= 1
+        if self.placing_count > 0:
+            return
+        self.placing = None
+        held, self.deferred = self.deferred, deque()
+        while held:
+            target, kind, arg, rid = held.popleft()
+            if self.placing is not None or self.deferred:
+                self.deferred.append((target, kind, arg, rid))
+                continue
+            try:
+                self.submit(target, kind, arg, rid)
+            except RoomBusy as exc:   # answered like a direct submit would be
+                target.server.router.reply_error(self.link, exc, rid)
 
     def send(self, body: dict[str, Any]) -> None:
         """Reliable send to the current link; dropped while detached (welcome on resume carries state)."""

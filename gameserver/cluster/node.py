@@ -218,7 +218,7 @@ class ClusterNode:
             session.grace_task = None
         if session.runner is not None:
             session.runner.detach(session)
-        session.target = None
+        session.forget_inputs()
         server.registry.remove(session)
         server.metrics.sessions.set(len(server.registry))
         if link is not None:

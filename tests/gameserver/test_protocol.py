@@ -158,3 +158,28 @@ async def test_tick_only_when_something_changed_and_others_see_moves(server, cli
             while True:
                 msg = await a.recv()
                 assert msg["t"] != "tick", msg
+
+
+async def test_join_sent_right_after_login_is_applied_after_the_login_placement(server, clients):
+    """Rooms tick independently: a join (and inputs) sent before the login's `joined` arrives must still
+    land after the login placement, so the player ends up in the room it asked for, replies in order."""
+    for i in range(10):
+        c: Raw = await clients(server)
+        await c.send({"t": "login", "name": f"eager{i}", "secret": SECRET, "rid": 1})
+        await c.send({"t": "join", "room": "arena", "rid": 2})
+        await c.send({"t": "move", "x": 101.0, "y": 100.0})
+        await c.send({"t": "attack", "mob": 1, "rid": 3})
+        welcome = await c.expect("welcome")
+        first = await c.expect("joined")
+        second = await c.expect("joined")
+        assert welcome["rid"] == 1
+        assert first["room"] == "town" and "rid" not in first
+        assert second["room"] == "arena" and second["rid"] == 2
+        reply = await c.recv()
+        while reply.get("t") == "tick":
+            reply = await c.recv()
+        # the attack was applied in arena (mob 1 may be dead from an earlier round), never "not_in_room"
+        assert reply["rid"] == 3 and (reply["t"] == "hit" or reply["code"] == "no_such_mob"), reply
+        me = await c.request({"t": "me"})
+        assert me["character"]["room"] == "arena"
+        await c.close()
