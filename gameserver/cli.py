@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -21,6 +22,8 @@ from . import logs
 from .config import ConfigError, ServerConfig, load_config
 
 log = logging.getLogger("gameserver.cli")
+
+GC_GEN0_THRESHOLD = 20_000   # allocations between young collections (CPython default: 700)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,12 +63,27 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def tune_gc() -> None:
+    """Keep the cyclic GC off the tick's critical path.
+
+    Everything alive after start-up (recovered store index, leaderboard, world) is frozen out of the
+    collector's scans, and young collections run less often: a tick allocates many short-lived lists
+    that reference counting frees anyway. Measured with ``loadtest/bench_server.py``: tick-work p99
+    spikes were GC pauses.
+    """
+    gc.collect()
+    gc.freeze()
+    _gen0, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
+
+
 async def serve(config: ServerConfig) -> int:
     """Run until SIGTERM/SIGINT; returns the exit code."""
     from .app import GameServer
 
     server = GameServer(config)
     await server.start()
+    tune_gc()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     signals = 0
