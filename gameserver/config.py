@@ -48,6 +48,8 @@ class LimitsConfig(_Section):
     socket_send_buffer: int | None = Field(None, ge=1024, description="SO_SNDBUF per connection (kernel)")
     max_connections: int = Field(10_000, ge=1, description="open websockets; more get HTTP 503 at upgrade")
     open_timeout: float = Field(10.0, gt=0, description="TCP accept -> finished handshake (slowloris)")
+    listen_backlog: int = Field(2048, ge=16, description="TCP accept queue; the kernel caps it at somaxconn "
+                                "(a burst of reconnects after a restart must not time out)")
 
 
 class AuthConfig(_Section):

@@ -121,6 +121,7 @@ class Transport:
             open_timeout=limits.open_timeout,
             ping_interval=20, ping_timeout=20,
             server_header="gameserver",
+            backlog=limits.listen_backlog,
         )
         return int(self.ws.sockets[0].getsockname()[1])
 
