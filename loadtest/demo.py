@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import secrets
 import signal
 import sys
 from collections.abc import Callable
@@ -23,11 +24,12 @@ from loadtest.bots import BotReport, run_bots
 
 def _build_server(host: str, port: int, data_dir: str, config_file: str | None) -> Any:
     from gameserver.app import GameServer
-
     from gameserver.config import load_config
 
     overrides: dict[str, Any] = {"host": host, "port": port, "store": {"data_dir": data_dir}}
     config = load_config(config_file, overrides=overrides)
+    if config.admin_token is None:   # the demo opens the monitor page too: make up a token for this run
+        config = config.model_copy(update={"admin_token": secrets.token_urlsafe(16)})
     return GameServer(config)
 
 
@@ -59,6 +61,7 @@ async def run_demo(
     out(f"  browser   : http://{base}/")
     out(f"  health    : http://{base}/health")
     out(f"  metrics   : http://{base}/metrics")
+    out(f"  monitor   : http://{base}/monitor?token={server.config.admin_token}")
     until = f" for {duration:g}s" if duration > 0 else " (Ctrl-C to stop)"
     out(f"  bots      : {bots} in room {room!r}{until}")
     try:

@@ -100,6 +100,11 @@ async def test_demo_runs_server_and_bots_then_shuts_down(tmp_path: Path) -> None
     body = await asyncio.to_thread(lambda: urllib.request.urlopen(health_url, timeout=5).read())
     health = json.loads(body)
     assert health.get("sessions", 0) >= 1
+    # the printed monitor link carries the run's admin token: the stats API accepts it
+    monitor_url = next(line.split(": ", 1)[1].strip() for line in lines if "/monitor?token=" in line)
+    stats_url = monitor_url.replace("/monitor?", "/api/stats?")
+    stats = json.loads(await asyncio.to_thread(lambda: urllib.request.urlopen(stats_url, timeout=5).read()))
+    assert stats["sessions"] >= 1
     stop.set()
     report = await asyncio.wait_for(task, 30)
     assert report.errors == [], report.format()
