@@ -35,6 +35,7 @@ DEFAULT_TIMEOUT = 10.0
 DEFAULT_QUEUE_SIZE = 1000
 DEFAULT_KEEPALIVE = 15.0  # the server's idle timeout defaults to 30 s
 MAX_SERVER_FRAME = 16 * 2**20  # a `joined` in a crowded room is big; bounded anyway
+MAX_REDIRECT_HOPS = 4  # a resume that is redirected again follows on, up to this many nodes
 
 
 class ServerError(Exception):
@@ -452,6 +453,12 @@ class GameClient:
             else:
                 self._enqueue(msg)
             return
+        if pending is not None and pending.t == "resume" and self._switch.locked():
+            # The node we were sent to redirects again (it lost the room meanwhile): the redirect in
+            # progress follows the next hop itself, inside the lock it holds.
+            conn.stale = True
+            pending.fut.set_exception(Redirected(msg.url, msg.token))
+            return
         conn.stale = True
         if pending is not None:
             pending.conn = None  # it completes on the new node, not when this socket ends
@@ -463,9 +470,20 @@ class GameClient:
         async with self._switch:
             self.redirects += 1
             try:
-                self.url = msg.url
-                new = await self._open(msg.url)
-                welcome, joined = await self._request(m.Resume(token=msg.token), wants_joined=True, conn=new)
+                url, token = msg.url, msg.token
+                for _hop in range(MAX_REDIRECT_HOPS):
+                    self.url = url
+                    new = await self._open(url)
+                    try:
+                        welcome, joined = await self._request(m.Resume(token=token), wants_joined=True,
+                                                              conn=new)
+                        break
+                    except Redirected as again:
+                        self._spawn(new.ws.close())
+                        url, token = again.url, again.token
+                        self.redirects += 1
+                else:
+                    raise ConnectionLost(f"more than {MAX_REDIRECT_HOPS} redirects in a row")
             except Exception as exc:
                 log.warning("redirect to %s failed: %s", msg.url, exc)
                 if pending is not None and not pending.fut.done():

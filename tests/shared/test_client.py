@@ -28,6 +28,7 @@ class FakeServer:
         self.server: Server | None = None
         self.url = ""
         self.redirect_to: FakeServer | None = None
+        self.resume_redirect_to: FakeServer | None = None   # a resume here is redirected on (chained)
         self.sessions: dict[str, tuple[str, str]] = {}  # token → (session, room)
         self.connections: list[ServerConnection] = []
         self.received: list[m.Message] = []
@@ -73,6 +74,10 @@ class FakeServer:
                 case m.Login():
                     name = msg.name
                     await enter(msg.rid, f"sess-{msg.name}", room)
+                case m.Resume() if self.resume_redirect_to is not None and msg.token in self.sessions:
+                    session, room = self.sessions[msg.token]
+                    token = self.resume_redirect_to.issue_token(session, room)
+                    await send(m.Redirect(rid=msg.rid, url=self.resume_redirect_to.url, token=token))
                 case m.Resume():
                     if msg.token not in self.sessions:
                         await send(m.Error(rid=msg.rid, code="bad_token", message="unknown token"))
@@ -270,6 +275,24 @@ async def test_redirect_is_followed_keeping_the_session(server: FakeServer, far_
         assert not client.closed
     finally:
         await client.close()
+
+
+async def test_chained_redirect_is_followed_to_the_last_node(
+    server: FakeServer, far_node: FakeServer
+) -> None:
+    final = FakeServer()
+    await final.start()
+    server.redirect_to = far_node
+    far_node.resume_redirect_to = final        # far_node lost the room meanwhile: it sends us on
+    client = await logged_in(server)
+    try:
+        joined = await asyncio.wait_for(client.join("far"), 5)
+        assert joined.room == "far" and client.url == final.url and client.redirects == 2
+        assert client.session == "sess-alice"
+        assert isinstance(await client.ping(), float) and isinstance(final.received[-1], m.Ping)
+    finally:
+        await client.close()
+        await final.stop()
 
 
 async def test_redirect_not_followed_raises_redirected(server: FakeServer, far_node: FakeServer) -> None:
