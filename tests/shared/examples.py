@@ -56,5 +56,5 @@ EXAMPLES: dict[str, m.Message] = {
     "s2c_pong": m.Pong(rid=8, ts=1764129600.5),
     "s2c_error": m.Error(rid=5, code="out_of_range", message="mob 7 is 80.0 units away (range 64)"),
     "s2c_bye": m.Bye(reason="shutdown"),
-    "s2c_redirect": m.Redirect(rid=3, url="ws://10.0.0.2:8765/ws", token="v1.bm9kZTI.c2lnbmF0dXJl"),
+    "s2c_redirect": m.Redirect(rid=3, url="ws://node-b.example:8765/ws", token="v1.bm9kZTI.c2lnbmF0dXJl"),
 }
