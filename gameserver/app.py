@@ -40,7 +40,7 @@ from .roomrunner import RoomRunner
 from .router import Router
 from .session import Link, Session
 from .tokens import BadToken, TokenSigner
-from .transport import Transport, broadcast_frame
+from .transport import Transport
 
 log = logging.getLogger("gameserver.app")
 
@@ -70,7 +70,7 @@ class GameServer:
         try:
             for spec in config.room_specs():
                 runner = RoomRunner(Room(spec, rules), self, config.game.tick_rate,
-                                    config.limits.room_input_queue, broadcast_frame, spawn_point(spec))
+                                    config.limits.room_input_queue, spawn_point(spec))
                 self.runners[spec.name] = runner
         except ValueError as exc:
             raise ConfigError(f"invalid room configuration: {exc}") from None

@@ -23,7 +23,8 @@ from shared.codec import encode_raw
 
 from .game.room import GameError, Room
 from .logs import event
-from .session import Link, RoomBusy, Session, Sink
+from .session import Link, RoomBusy, Session
+from .wsframe import server_frame
 
 if TYPE_CHECKING:
     from .app import GameServer
@@ -31,19 +32,21 @@ if TYPE_CHECKING:
 log = logging.getLogger("gameserver.roomrunner")
 
 MAX_BEHIND = 5
-Broadcast = Callable[[list[Sink], bytes | str], None]
 
 
 class RoomRunner:
     def __init__(self, room: Room, server: GameServer, tick_rate: float, max_inputs: int,
-                 broadcast: Broadcast, spawn: tuple[float, float]) -> None:
+                 spawn: tuple[float, float]) -> None:
         self.room = room
         self.name = room.name
         self.server = server
         self.period = 1.0 / tick_rate
         self.max_inputs = max_inputs
-        self.broadcast = broadcast
         self.spawn = spawn
+        # Room-wide reliable messages (chat) raised while a tick applies its inputs: sent with that tick's
+        # frame in ONE socket write per receiver instead of one write per message per receiver.
+        self._in_tick = False
+        self._room_msgs: list[dict[str, Any]] = []
         # (kind, session, arg, rid, arrival time): moves and attacks are judged at their arrival time, so
         # two moves inside one tick each get their own share of the speed budget.
         self.inputs: deque[tuple[str, Session, Any, int | None, float]] = deque()
@@ -83,18 +86,14 @@ class RoomRunner:
         session.pid = None
 
     def broadcast_reliable(self, body: dict[str, Any]) -> None:
-        """Send one reliable message to everyone in the room: encoded once per encoding."""
-        frames: dict[bool, bytes | str] = {}
-        t = body["t"]
-        for session in self.by_pid.values():
-            link = session.link
-            if link is None:
-                continue
-            binary = link.binary is not False
-            frame = frames.get(binary)
-            if frame is None:
-                frame = frames[binary] = encode_raw(body, binary)
-            link.send_frame(frame, t)
+        """Send one reliable message to everyone in the room, encoded once per encoding.
+
+        During a tick it goes out with the tick's frames (same socket write); outside a tick (a
+        ``level_up`` after a grant is acknowledged) it goes out now.
+        """
+        self._room_msgs.append(body)
+        if not self._in_tick:
+            self._send([])
 
     # -- tick loop ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -140,48 +139,80 @@ class RoomRunner:
     def tick(self, now: float) -> None:
         """One tick: inputs in order, step, deliveries. Public so tests can drive it with a fake clock."""
         inputs = self.inputs
-        while inputs:
-            kind, session, arg, rid, arrived = inputs.popleft()
-            if not session.ended:
-                try:
-                    getattr(self, "_apply_" + kind)(session, arg, rid, min(arrived, now))
-                except Exception as exc:
-                    self.server.router.reply_error(session.link, exc, rid)
-            if kind == "join":
-                session.placed(self)
+        self._in_tick = True
+        try:
+            while inputs:
+                kind, session, arg, rid, arrived = inputs.popleft()
+                if not session.ended:
+                    try:
+                        getattr(self, "_apply_" + kind)(session, arg, rid, min(arrived, now))
+                    except Exception as exc:
+                        self.server.router.reply_error(session.link, exc, rid)
+                if kind == "join":
+                    session.placed(self)
+        finally:
+            self._in_tick = False
         self.n += 1
         deliveries = self.room.step(now)
-        if deliveries:
-            self._send_ticks(deliveries)
+        if deliveries or self._room_msgs:
+            self._send(deliveries)
 
-    def _send_ticks(self, deliveries: list[Any]) -> None:
+    def _send(self, deliveries: list[Any]) -> None:
+        """Write this tick's deliveries and room messages: at most one socket write per receiver.
+
+        A tick body is encoded and framed once per delivery group and encoding; the room messages once per
+        encoding. A receiver whose socket is backed up gets them through its out queue instead (room
+        messages reliably, the tick coalesced).
+        """
         n, ts = self.n, time.time()
         by_pid = self.by_pid
-        broadcast = self.broadcast
+        room = _RoomMessages(self._room_msgs)
+        self._room_msgs = []
+        owed: set[int] = set(by_pid) if room else set()   # receivers not yet given the room messages
         sent = sent_bytes = 0
         for d in deliveries:
-            binary: list[Sink] = []
-            text: list[Sink] = []
+            wires: dict[bool, bytes] = {}
             for pid in d.pids:
                 session = by_pid.get(pid)
                 link: Link | None = session.link if session is not None else None
                 if link is None:
                     continue
-                if link.direct_ok:
-                    (text if link.binary is False else binary).append(link.sink)
-                else:
+                binary = link.binary is not False
+                with_room = pid in owed
+                if with_room:
+                    owed.discard(pid)
+                if not link.direct_ok:
+                    if with_room:
+                        room.queue(link, binary)
                     link.queue_tick(d.body, n, ts)
-            if binary or text:
-                body = {"t": "tick", "n": n, "ts": ts, **d.body}
-                for sinks, is_binary in ((binary, True), (text, False)):
-                    if sinks:
-                        frame = encode_raw(body, is_binary)
-                        broadcast(sinks, frame)
-                        sent += len(sinks)
-                        sent_bytes += len(frame) * len(sinks)
+                    continue
+                wire = wires.get(binary)
+                if wire is None:
+                    wire = wires[binary] = server_frame(encode_raw({"t": "tick", "n": n, "ts": ts, **d.body},
+                                                                   binary))
+                sent += 1
+                sent_bytes += len(wire)
+                if with_room:
+                    link.sink.send_wire(room.wire(binary) + wire)
+                    room.count(binary)
+                else:
+                    link.sink.send_wire(wire)
+        for pid in owed:   # room messages for receivers that got no tick this time
+            link = by_pid[pid].link
+            if link is None:
+                continue
+            binary = link.binary is not False
+            if link.direct_ok:
+                link.sink.send_wire(room.wire(binary))
+                room.count(binary)
+            else:
+                room.queue(link, binary)
+        metrics = self.server.metrics
         if sent:
             self._m_tick_out.inc(sent)
-            self.server.metrics.bytes_out.inc(sent_bytes)
+        room.record(metrics)
+        if sent_bytes:
+            metrics.bytes_out.inc(sent_bytes)
 
     # -- input handlers (called in order at tick start) ----------------------------------------------
     def _joined_body(self, session: Session, rid: int | None) -> dict[str, Any]:
@@ -256,3 +287,49 @@ class RoomRunner:
     # -- stats -------------------------------------------------------------------------------------
     def lag_max(self) -> float:
         return max(self.lags, default=0.0)
+
+
+class _RoomMessages:
+    """Room-wide reliable messages of one tick, encoded and framed lazily, once per encoding."""
+
+    __slots__ = ("_frames", "_sent", "_wires", "bodies")
+
+    def __init__(self, bodies: list[dict[str, Any]]) -> None:
+        self.bodies = bodies
+        self._frames: dict[bool, list[bytes | str]] = {}
+        self._wires: dict[bool, bytes] = {}
+        self._sent: dict[bool, int] = {True: 0, False: 0}
+
+    def __bool__(self) -> bool:
+        return bool(self.bodies)
+
+    def frames(self, binary: bool) -> list[bytes | str]:
+        found = self._frames.get(binary)
+        if found is None:
+            found = self._frames[binary] = [encode_raw(body, binary) for body in self.bodies]
+        return found
+
+    def wire(self, binary: bool) -> bytes:
+        """All messages as consecutive websocket frames, ready for one socket write."""
+        found = self._wires.get(binary)
+        if found is None:
+            found = self._wires[binary] = b"".join(server_frame(f) for f in self.frames(binary))
+        return found
+
+    def count(self, binary: bool) -> None:
+        """One receiver was written ``wire(binary)`` directly."""
+        self._sent[binary] += 1
+
+    def queue(self, link: Link, binary: bool) -> None:
+        """A backed-up receiver: through its reliable queue (never dropped; overflow disconnects)."""
+        for body, frame in zip(self.bodies, self.frames(binary), strict=True):
+            link.send_frame(frame, body["t"])
+
+    def record(self, metrics: Any) -> None:
+        """Count the directly written messages (queued ones are counted by ``Link.send_frame``)."""
+        receivers = self._sent[True] + self._sent[False]
+        if not receivers:
+            return
+        for body in self.bodies:
+            metrics.msg_out(body["t"]).inc(receivers)
+        metrics.bytes_out.inc(sum(len(self._wires[b]) * n for b, n in self._sent.items() if n))

@@ -4,9 +4,10 @@
   which websockets closes with 1009); ``/health`` and ``/metrics`` answer over plain HTTP through the
   ``process_request`` hook; ``gameserver.webui`` answers the web client pages and ``/api/stats``; every
   other path is 404.
-- Writes never await: ``WsSink.send`` and ``broadcast_frame`` serialise the websocket frame once
-  (``gameserver.wsframe``) and write the same bytes to each open connection's transport now, skipping
-  websockets' per-connection re-serialisation (measured: the tick's main cost). Backpressure is read from
+- Writes never await: frames are serialised once (``gameserver.wsframe``) and ``WsSink.send_wire`` writes
+  the same bytes to each open connection's transport now, skipping websockets' per-connection
+  re-serialisation (measured: the tick's main cost); a room runner writes a receiver's tick and chat
+  frames in one call. Backpressure is read from
   the transport's write buffer size; ``drain`` waits for websockets' flow control (``write_limit`` marks).
 - The read loop enforces the idle timeout (``bye idle``) and hands each frame to the router.
 - Abuse limits: a ``/ws`` upgrade beyond ``limits.max_connections`` open websockets is refused with HTTP 503
@@ -31,7 +32,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from .logs import event
-from .session import Link, Sink
+from .session import Link
 from .wsframe import server_frame
 
 if TYPE_CHECKING:
@@ -51,7 +52,20 @@ class WsSink:
         self._closing: asyncio.Task[None] | None = None
 
     def send(self, frame: bytes | str) -> None:
-        _write(self.conn, server_frame(frame))
+        self.send_wire(server_frame(frame))
+
+    def send_wire(self, wire: bytes) -> None:
+        """Write serialised frames (``gameserver.wsframe``) if the connection takes whole messages now.
+
+        The same checks as websockets' ``broadcast``: open, and not in the middle of a fragmented send.
+        """
+        conn = self.conn
+        if conn.protocol.state is not State.OPEN or conn.send_in_progress is not None:
+            return
+        try:
+            conn.transport.write(wire)
+        except (OSError, RuntimeError) as exc:   # transport closing under us: the read loop cleans up
+            event(log, "write_failed", level=logging.DEBUG, error=str(exc))
 
     def backed_up(self) -> bool:
         return self.conn.transport.get_write_buffer_size() > self.high
@@ -73,23 +87,6 @@ class WsSink:
         """Let a close started by ``close`` finish (so its code, not the handler's default, is used)."""
         if self._closing is not None:
             await asyncio.wait([self._closing])
-
-
-def _write(conn: ServerConnection, wire: bytes) -> None:
-    """Write a serialised frame if the connection can take a whole message now (as ``broadcast`` checks)."""
-    if conn.protocol.state is not State.OPEN or conn.send_in_progress is not None:
-        return
-    try:
-        conn.transport.write(wire)
-    except (OSError, RuntimeError) as exc:   # transport closing under us: the read loop cleans up
-        event(log, "write_failed", level=logging.DEBUG, error=str(exc))
-
-
-def broadcast_frame(sinks: list[Sink], frame: bytes | str) -> None:
-    """Same bytes to every sink, synchronously (the tick's send path): serialised once, written to each."""
-    wire = server_frame(frame)
-    for sink in sinks:
-        _write(sink.conn, wire)  # type: ignore[attr-defined]
 
 
 def _response(status: int, body: bytes, content_type: str) -> Response:
