@@ -16,7 +16,10 @@ original key. Fields: one per bin (int as decimal string so ``HINCRBY`` works, f
 
 Writes (conditional put, delete with generation, ``operate``) are Lua scripts (``datastore.redis_lua``)
 loaded once per connection target and called with ``EVALSHA``; on ``NOSCRIPT`` (server restarted or
-``SCRIPT FLUSH``) they are loaded again and the call retried. Errors have the embedded store's classes,
+``SCRIPT FLUSH``) they are loaded again and the call retried. A call is ``EVALSHA sha 1 key arg``: ``put``
+and ``operate`` pack all their arguments into one msgpack string (the script unpacks it with Redis'
+``cmsgpack``), and on a single server the command, packed once, goes straight to a pooled connection
+(redis-py's per-command client layer cost more than the script). Errors have the embedded store's classes,
 codes and messages; a Redis failure (connection, timeout, server error) is ``StorageError`` (``io_error``):
 the write may or may not have happened, like any unacknowledged write.
 
@@ -28,8 +31,10 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import hashlib
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
@@ -57,6 +62,8 @@ from .errors import (
 from .keys import Key
 from .policy import (
     EXISTS_POLICIES,
+    INT_MAX,
+    INT_MIN,
     TTL_KEEP,
     check_write,
     creates_data,
@@ -75,6 +82,8 @@ _MODE = {"upsert": "u", "create": "c", "update": "p", "replace": "r"}
 _OP_KIND = {_ops.PUT: b"p", _ops.INCR: b"i", _ops.APPEND: b"a", _ops.REMOVE: b"x", _ops.READ: b"r",
             _ops.TOUCH: b"t"}
 _packb = msgpack.Packer(use_bin_type=True).pack
+# script arguments: raw strings only (Redis' cmsgpack has no bin type): bytes and str become Lua strings
+_pack_args = msgpack.Packer(use_bin_type=False).pack
 _unpackb = msgpack.unpackb
 _time = time.time
 
@@ -112,11 +121,16 @@ def _ttl_spec(ttl: Any) -> bytes:
     return b"K" if ttl == TTL_KEEP else b""
 
 
+NAME_CACHE_SIZE = 4096  # KeyCodec remembers the Redis key names of up to this many recent records
+
+
 class KeyCodec:
-    """Record key <-> Redis key name; the ``r:<ns>:<set>:`` prefix is cached per (namespace, set)."""
+    """Record key <-> Redis key name; the ``r:<ns>:<set>:`` prefix is cached per (namespace, set), and the
+    names of recently used records by digest (a record is its namespace and digest, as ``Key.__eq__``)."""
 
     def __init__(self) -> None:
         self._prefix: dict[tuple[str, str], tuple[bytes, bytes]] = {}
+        self._names: dict[bytes, tuple[str, bytes]] = {}
 
     def prefixes(self, namespace: str, set_name: str) -> tuple[bytes, bytes]:
         """(``r:<ns>:<set>:``, ``{<ns>:``) for a namespace and set."""
@@ -128,6 +142,16 @@ class KeyCodec:
 
     def name(self, key: Key) -> bytes:
         """The Redis key of a record."""
+        hit = self._names.get(key.digest)
+        if hit is not None and hit[0] == key.namespace:
+            return hit[1]
+        name = self._build(key)
+        if len(self._names) >= NAME_CACHE_SIZE:
+            self._names.clear()
+        self._names[key.digest] = (key.namespace, name)
+        return name
+
+    def _build(self, key: Key) -> bytes:
         head, tag = self.prefixes(key.namespace, key.set)
         uk = key.user_key
         t = type(uk)
@@ -155,6 +179,53 @@ class KeyCodec:
         return self.prefixes(namespace, set_name)[0] + b"*"
 
 
+class Slots:
+    """A FIFO counting semaphore (``asyncio.Semaphore``'s job) whose uncontended path can be inlined.
+
+    Take a slot with ``if slots.free: slots.free -= 1`` else ``await slots.wait()``, give it back with
+    ``slots.release()`` (or use ``async with slots``). A released slot goes straight to the oldest waiter,
+    so ``free`` is only non-zero while nobody waits: a newcomer never overtakes a waiter.
+    """
+
+    __slots__ = ("_waiters", "free")
+
+    def __init__(self, n: int) -> None:
+        self.free = n
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    async def wait(self) -> None:
+        """Wait for a slot (call only when ``free`` is 0)."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            await fut
+        except BaseException:
+            if fut.done() and not fut.cancelled():
+                self.release()  # handed a slot while being cancelled: pass it on
+            else:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(fut)
+            raise
+
+    def release(self) -> None:
+        waiters = self._waiters
+        while waiters:
+            fut = waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
+        self.free += 1
+
+    async def __aenter__(self) -> None:
+        if self.free:
+            self.free -= 1
+        else:
+            await self.wait()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.release()
+
+
 # --- the store -------------------------------------------------------------------------------------
 
 
@@ -164,16 +235,24 @@ class RedisStore(Store):
     def __init__(self, client: Any, *, cluster: bool, max_record_bytes: int, sync_factory: Any,
                  max_in_flight: int = DEFAULT_MAX_CONNECTIONS) -> None:
         self._r = client
-        # redis-py's pools fail (not wait) when out of connections: commands take a permit first
-        self._sem = asyncio.Semaphore(max_in_flight)
+        # redis-py's pools fail (not wait) when out of connections: commands take a slot first
+        self._slots = Slots(max_in_flight)
         self.cluster = cluster
         self._max = max_record_bytes
-        self._maxb = b"%d" % max_record_bytes
         self._sync_factory = sync_factory
         self._sync: Any = None
         self._closed = False
         self._codec = KeyCodec()
         self._sha = {name: hashlib.sha1(src.encode()).hexdigest() for name, src in SCRIPTS.items()}
+        # One pre-packed EVALSHA per call: the command head of each script, then key and argument. On one
+        # server the command goes straight to a pooled connection (what a redis-py pipeline does): the
+        # client's per-command layer costs more than the script here. A cluster client routes by key
+        # (and follows MOVED/ASK), so there scripts go through execute_command.
+        self._resp_head = {name: b"*5\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n$1\r\n1\r\n" % sha.encode()
+                           for name, sha in self._sha.items()}
+        self._pool = None
+        if not cluster and getattr(client, "connection", None) is None:
+            self._pool = getattr(client, "connection_pool", None)
         self._cas_locks: dict[tuple[str, bytes], list[Any]] = {}
         self.counters = dict.fromkeys(
             ("gets", "puts", "deletes", "operates", "scans", "pipelines", "script_loads", "cas_waits",
@@ -191,19 +270,42 @@ class RedisStore(Store):
                 raise StorageError(f"redis gave SHA {sha} for script {name!r}, expected {self._sha[name]}")
             self.counters["script_loads"] += 1
 
-    async def _script(self, name: str, rkey: bytes, args: list[Any]) -> list[Any]:
-        """EVALSHA a script on one record; reload all scripts once on NOSCRIPT."""
+    async def _script(self, name: str, rkey: bytes, arg: bytes) -> Any:
+        """EVALSHA a script on one record with its one argument; reload all scripts once on NOSCRIPT."""
         if self._closed:
             raise StoreClosedError("store is closed")
+        slots = self._slots
+        if slots.free:
+            slots.free -= 1
+        else:
+            await slots.wait()
         try:
-            async with self._sem:
+            pool = self._pool
+            if pool is None:
                 try:
-                    return await self._r.evalsha(self._sha[name], 1, rkey, *args)  # type: ignore[no-any-return]
+                    return await self._r.execute_command("EVALSHA", self._sha[name], 1, rkey, arg)
                 except NoScriptError:
                     await self.load_scripts()
-                    return await self._r.evalsha(self._sha[name], 1, rkey, *args)  # type: ignore[no-any-return]
+                    return await self._r.execute_command("EVALSHA", self._sha[name], 1, rkey, arg)
+            cmd = b"%s$%d\r\n%s\r\n$%d\r\n%s\r\n" % (self._resp_head[name], len(rkey), rkey, len(arg), arg)
+            for attempt in (0, 1):
+                # send_packed_command / read_response drop the connection on any failure (as
+                # execute_command does); an error reply leaves it usable
+                conn = await pool.get_connection()
+                try:
+                    await conn.send_packed_command(cmd)
+                    return await conn.read_response()
+                except NoScriptError:
+                    if attempt:
+                        raise
+                finally:
+                    await pool.release(conn)
+                await self.load_scripts()
+            raise AssertionError("unreachable")
         except (RedisError, OSError) as exc:
             raise self._storage_error(exc) from exc
+        finally:
+            slots.release()
 
     def _storage_error(self, exc: BaseException) -> StorageError:
         self.counters["redis_errors"] += 1
@@ -246,7 +348,7 @@ class RedisStore(Store):
         self._check()
         self.counters["gets"] += 1
         try:
-            async with self._sem:
+            async with self._slots:
                 h = await self._r.hgetall(self._codec.name(key))
         except (RedisError, OSError) as exc:
             raise self._storage_error(exc) from exc
@@ -266,7 +368,7 @@ class RedisStore(Store):
                 pipe = self._r.pipeline(transaction=False) if not self.cluster else self._r.pipeline()
                 for k in chunk:
                     pipe.hgetall(name(k))
-                async with self._sem:
+                async with self._slots:
                     replies = await pipe.execute()
                 self.counters["pipelines"] += 1
                 now = _time()
@@ -310,7 +412,7 @@ class RedisStore(Store):
             cursor = 0
             while True:
                 self._check()
-                async with self._sem:
+                async with self._slots:
                     cursor, names = await self._r.scan(cursor=cursor, match=pattern, count=1000)
                 for n in names:
                     yield n
@@ -320,7 +422,7 @@ class RedisStore(Store):
             cursor = 0
             while True:
                 self._check()
-                async with self._sem:
+                async with self._slots:
                     cursors, names = await self._r.scan(cursor=cursor, match=pattern, count=1000,
                                                         target_nodes=node)
                 for n in names:
@@ -334,7 +436,7 @@ class RedisStore(Store):
         pipe = self._r.pipeline(transaction=False) if not self.cluster else self._r.pipeline()
         for n in names:
             pipe.hgetall(n)
-        async with self._sem:
+        async with self._slots:
             replies = await pipe.execute()
         self.counters["pipelines"] += 1
         now = _time()
@@ -349,30 +451,53 @@ class RedisStore(Store):
 
     async def put(self, key: Key, bins: dict[str, Any], *, generation: int | None = None,
                   exists: str = "upsert", ttl: float | None = None) -> int:
-        self._check()
-        validate_bins(bins)
+        if self._closed:
+            raise StoreClosedError("store is closed")
+        # validate and encode in one pass; anything unusual goes through validate_bins, which raises the
+        # embedded store's error (or, for a valid container value, passes)
+        if type(bins) is not dict:
+            validate_bins(bins)
+        sets: list[bytes] = []
+        dels: list[bytes] = []
+        size = 0
+        checked = False
+        for name, value in bins.items():
+            if type(name) is not str or not name:
+                validate_bins(bins)
+            f = name.encode()
+            t = type(value)
+            if t is int:
+                if not INT_MIN <= value <= INT_MAX:
+                    validate_bins(bins)
+                v = b"%d" % value
+            elif t is str or t is bytes or t is bool:
+                v = b"m" + _packb(value)
+            elif t is float:
+                v = b"f" + repr(value).encode()
+            elif value is None:
+                dels.append(f)
+                continue
+            else:
+                if not checked:
+                    validate_bins(bins)
+                    checked = True
+                v = b"m" + _packb(value)
+            size += len(f) + len(v)
+            sets += (f, v)
         mode = _MODE.get(exists)
         if mode is None:
             raise InvalidBinError(f"exists must be one of {EXISTS_POLICIES}, got {exists!r}")
-        spec = _ttl_spec(ttl)
-        args: list[Any] = [mode, b"" if generation is None else b"%d" % generation, spec, self._maxb, 0]
-        size = 0
-        for name, value in bins.items():
-            f = name.encode()
-            if value is None:
-                args += (f, b"")
-            else:
-                v = encode_value(value)
-                size += len(f) + len(v)
-                args += (f, v)
+        spec = b"" if ttl is None else _ttl_spec(ttl)
         if size > self._max:
             raise RecordTooBigError(f"record {key!r} packs to {size} bytes > max_record_bytes {self._max}")
-        args[4] = size
-        reply = await self._script("put", self._codec.name(key), args)
+        # seven msgpack objects one after the other (the script unpacks them as seven values): a fixarray
+        # of them without its one header byte
+        arg = _pack_args((mode, b"" if generation is None else b"%d" % generation, spec, self._max, size,
+                          sets, dels))[1:]
+        reply = await self._script("put", self._codec.name(key), arg)
         self.counters["puts"] += 1
-        status = reply[0]
-        if status == 0:
-            return int(reply[1])
+        if type(reply) is int:
+            return reply
         self._raise(key, reply, exists, generation)
         raise AssertionError("unreachable")
 
@@ -393,10 +518,11 @@ class RedisStore(Store):
 
     async def operate(self, key: Key, op_list: Sequence[_ops.Op], *, generation: int | None = None,
                       ttl: float | None = None) -> Record:
-        self._check()
+        if self._closed:
+            raise StoreClosedError("store is closed")
         validate_ops(op_list)
-        args: list[Any] = [b"" if generation is None else b"%d" % generation, _ttl_spec(ttl), self._maxb,
-                           b"1" if creates_data(op_list) else b"0"]
+        args: list[Any] = [b"" if generation is None else b"%d" % generation,
+                           b"" if ttl is None else _ttl_spec(ttl), self._max, creates_data(op_list)]
         for op in op_list:
             kind = op.kind
             value: Any = b""
@@ -412,7 +538,7 @@ class RedisStore(Store):
                 raise InvalidBinError(f"unknown op kind {kind!r}")
             args += (_OP_KIND[kind], b"" if op.bin is None else op.bin.encode(), value,
                      b"" if op.max_len is None else b"%d" % op.max_len)
-        reply = await self._script("operate", self._codec.name(key), args)
+        reply = await self._script("operate", self._codec.name(key), _pack_args(args))
         self.counters["operates"] += 1
         if reply[0] != 0:
             self._raise(key, reply, "upsert", generation)
@@ -423,10 +549,10 @@ class RedisStore(Store):
     async def delete(self, key: Key, *, generation: int | None = None) -> bool:
         self._check()
         reply = await self._script("delete", self._codec.name(key),
-                                   [b"" if generation is None else b"%d" % generation])
-        if reply[0] != 0:
+                                   b"" if generation is None else b"%d" % generation)
+        if type(reply) is not int:
             self._raise(key, reply, "upsert", generation)
-        if reply[1]:
+        if reply:
             self.counters["deletes"] += 1
             return True
         return False

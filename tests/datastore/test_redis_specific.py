@@ -248,7 +248,146 @@ async def test_get_many_is_pipelined(
     assert store.stats()["pipelines"] == before + 1
 
 
+async def test_script_arguments_travel_as_one_blob(store: RedisStore, servers: Any) -> None:
+    """put and operate send KEYS[1] plus ONE argument (msgpack) whatever the number of bins or ops."""
+    seen: list[tuple[Any, ...]] = []
+    for c in nodes(servers):
+        c.config_resetstat()
+    orig = store._r.execute_command
+    bins = {f"b{i}": i for i in range(50)}
+    if store._pool is None:  # cluster: through execute_command; watch its arguments
+
+        async def spy(*args: Any, **kw: Any) -> Any:
+            seen.append(args)
+            return await orig(*args, **kw)
+
+        store._r.execute_command = spy
+    await store.put(K, bins)
+    await store.operate(K, [ops.incr(f"b{i}", 1) for i in range(50)])
+    st = commandstats(servers)
+    assert st.get("cmdstat_evalsha") == 2
+    if seen:
+        assert [len(a) for a in seen] == [5, 5]  # EVALSHA sha 1 key blob
+    assert (await store.get(K)).bins == {f"b{i}": i + 1 for i in range(50)}
+
+
+async def test_pooled_connections_are_returned_after_errors(store: RedisStore) -> None:
+    """Error replies (policy failures, NOSCRIPT) and failed calls leave no connection checked out."""
+    from datastore import GenerationError, RecordExistsError
+
+    await store.put(K, {"a": 1})
+    for _ in range(20):
+        with pytest.raises(GenerationError):
+            await store.put(K, {"a": 2}, generation=7)
+        with pytest.raises(RecordExistsError):
+            await store.put(K, {"a": 2}, exists="create")
+        with pytest.raises(InvalidBinError):
+            await store.operate(K, [ops.append("a", 1)])
+    await asyncio.gather(*(store.put(Key("test", "players", i), {"i": i}) for i in range(300)))
+    if store._pool is not None:
+        assert not store._pool._in_use_connections
+    assert store._slots.free == 256
+    assert (await store.get(K)).generation == 1
+
+
+async def test_cas_rewriting_the_same_bins_is_two_redis_calls(store: RedisStore, servers: Any) -> None:
+    """The hot conditional write (same bins, generation, ttl kept) reads once and writes once in Lua."""
+    await store.put(K, {"xp": 1, "name": "x"}, ttl=100)
+    for c in nodes(servers):
+        c.config_resetstat()
+    rec = await store.cas(K, lambda b: {**b, "xp": b["xp"] + 1})
+    assert rec.bins == {"xp": 2, "name": "x"} and rec.expires_at is not None
+    st = commandstats(servers)
+    assert st.get("cmdstat_evalsha") == 1 and st.get("cmdstat_hgetall") == 2  # cas' get, then the script
+    assert st.get("cmdstat_hset") == 1
+    assert not {"cmdstat_del", "cmdstat_hmget", "cmdstat_pexpireat"} & set(st)  # (TIME: the expiry check)
+
+
+async def test_slots_are_fifo_and_survive_cancellation() -> None:
+    from datastore.redis_store import Slots
+
+    slots = Slots(1)
+    order: list[int] = []
+
+    async def user(i: int, hold: float) -> None:
+        if slots.free:
+            slots.free -= 1
+        else:
+            await slots.wait()
+        try:
+            order.append(i)
+            await asyncio.sleep(hold)
+        finally:
+            slots.release()
+
+    first = asyncio.create_task(user(0, 0.02))
+    await asyncio.sleep(0)
+    waiters = [asyncio.create_task(user(i, 0)) for i in range(1, 5)]
+    await asyncio.sleep(0)
+    waiters[1].cancel()  # user 2 gives up while waiting
+    await asyncio.gather(first, *waiters, return_exceptions=True)
+    assert order == [0, 1, 3, 4]
+    assert slots.free == 1 and not slots._waiters
+    # cancelled right after being handed the slot: the slot passes on, nothing leaks
+    slots.free = 0
+    a = asyncio.create_task(slots.wait())
+    b = asyncio.create_task(slots.wait())
+    await asyncio.sleep(0)
+    slots.release()  # hands the slot to a
+    a.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await a
+    await asyncio.wait_for(b, 1)  # b got the slot a could not use
+    slots.release()
+    assert slots.free == 1
+
+
 # --- semantics the Lua must mirror exactly ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        ({"a": 1, "b": 2}, {"a": 5, "b": 6}),  # same bins, same order: overwritten in place
+        ({"a": 1}, {"a": 5, "b": 6}),  # a prefix of the new bins
+        ({"a": 1, "b": 2}, {"b": 6, "a": 5}),  # other order: the hash is recreated
+        ({"a": 1, "b": 2, "c": 3}, {"a": 5, "b": 6}),  # a bin dropped
+        ({"a": 1, "b": 2}, {"a": 5, "b": None, "c": 7}),  # None removes, even in replace
+        ({"a": 1, "b": 2}, {"a": "x" * 5000, "b": 1}),  # big: the HMGET + DEL path
+    ],
+)
+@pytest.mark.parametrize("ttl", [None, 100, -2])  # no ttl (clears), a new one, TTL_KEEP
+@pytest.mark.parametrize("had_ttl", [False, True])
+async def test_replace_gives_the_embedded_stores_record(
+    store: RedisStore, servers: Any, before: dict[str, Any], after: dict[str, Any], ttl: Any, had_ttl: bool
+) -> None:
+    """Whichever way the script replaces (in place or recreating the hash): same bins, bin order, TTL."""
+    mem = await open_store("memory://")
+    try:
+        for s in (store, mem):
+            await s.put(K, before, ttl=50 if had_ttl else None)
+            gen = (await s.get(K)).generation
+            assert await s.put(K, after, generation=gen, exists="replace", ttl=ttl) == gen + 1
+        want, got = await mem.get(K), await store.get(K)
+        assert got.bins == want.bins
+        if all(len(encode_value(v)) <= 64 for v in want.bins.values()):  # a listpack hash keeps its order
+            assert list(got.bins.items()) == list(want.bins.items())
+        assert (got.expires_at is None) == (want.expires_at is None)
+        name = KeyCodec().name(K)
+        c = owner(servers, name)
+        h = c.hgetall(name)
+        assert {f for f in h if not f.startswith(b"\xff")} == {b.encode() for b in want.bins}
+        assert (b"\xffe" in h) == (want.expires_at is not None)
+        pttl = c.pttl(name)
+        if want.expires_at is None:
+            assert pttl == -1
+        else:
+            assert abs(pttl / 1000 - (want.expires_at - time.time())) < 1
+            assert abs(got.expires_at - want.expires_at) < 1
+    finally:
+        await mem.close()
+
+
 
 
 async def test_incr_is_exact_over_the_whole_int_range(store: RedisStore) -> None:
