@@ -64,6 +64,7 @@ class GameServer:
         self.port: int | None = None
         self.started_at = time.time()
         self.stopping = False
+        self.ready = False   # set once start() has finished: rooms claimed, leaderboard loaded
         self._stopped = asyncio.Event()
         self._bg: set[asyncio.Task[Any]] = set()
         rules = config.rules()
@@ -94,6 +95,7 @@ class GameServer:
         if shared is not None:
             self.ranking = self.characters.shared_ranking = shared
             await shared.record_many(self.characters.leaderboard_entries())
+        self.ready = True
         event(log, "started", host=self.config.host, port=self.port, rooms=list(self.runners),
               characters=count, tick_rate=self.config.game.tick_rate)
         return self.port
@@ -131,7 +133,7 @@ class GameServer:
     def health(self) -> dict[str, Any]:
         lag = max((r.lag_max() for r in self.runners.values()), default=0.0)
         return {
-            "status": "stopping" if self.stopping else "ok",
+            "status": "stopping" if self.stopping else "ok" if self.ready else "starting",
             "sessions": len(self.registry),
             "connections": len(self.transport.links),
             "rooms": {name: len(r.by_pid) for name, r in self.runners.items()},

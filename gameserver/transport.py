@@ -152,8 +152,10 @@ class Transport:
                 return _response(503, b"server full, retry later\n", "text/plain; charset=utf-8")
             return None
         if path == "/health":
-            body = json.dumps(self.server.health(), separators=(",", ":")).encode()
-            return _response(200, body, "application/json")
+            # 503 until start-up has finished (rooms claimed) and once stopping: a readiness probe.
+            health = self.server.health()
+            body = json.dumps(health, separators=(",", ":")).encode()
+            return _response(200 if health["status"] == "ok" else 503, body, "application/json")
         if path == "/metrics":
             from .metrics import CONTENT_TYPE_LATEST
             return _response(200, self.server.metrics.render(), CONTENT_TYPE_LATEST)

@@ -131,3 +131,18 @@ def test_cli_rejects_bad_config_with_a_clear_message(tmp_path):
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 2
     assert "invalid configuration" in out.stderr and "port" in out.stderr and "game.tick_rate" in out.stderr
+
+
+async def test_health_is_a_readiness_probe_503_while_starting_and_stopping(make_config):
+    from gameserver.app import GameServer
+
+    server = GameServer(make_config())
+    assert server.health()["status"] == "starting"      # constructed, not started: not ready
+    port = await server.start()
+    status, body = await _http_get(port, "/health")
+    assert status == 200 and json.loads(body)["status"] == "ok"
+    server.stopping = True                               # what stop() sets first
+    status, body = await _http_get(port, "/health")
+    assert status == 503 and json.loads(body)["status"] == "stopping"
+    server.stopping = False
+    await server.stop()
