@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import contextlib
 import json
 import math
 import os
@@ -38,6 +37,8 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
+
+from loadtest.procs import free_port, pinned, stop_process, wait_healthy
 
 REPO = Path(__file__).resolve().parents[1]
 ROOM = "bench"
@@ -371,32 +372,6 @@ def hist_quantile(b0: dict[float, float], b1: dict[float, float], q: float) -> f
     return prev_bound
 
 
-def pinned(core: str | None, argv: list[str]) -> list[str]:
-    if core and shutil.which("taskset") and (os.cpu_count() or 1) > 1:
-        return ["taskset", "-c", core, *argv]
-    return argv
-
-
-def wait_healthy(port: int, proc: subprocess.Popen, seconds: float = 30.0) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with code {proc.returncode}")
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1):
-                return
-        time.sleep(0.2)
-    raise RuntimeError("server did not become healthy")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def bench_one(players: int, args: argparse.Namespace) -> dict[str, Any]:
     import psutil
 
@@ -467,12 +442,7 @@ def bench_one(players: int, args: argparse.Namespace) -> dict[str, Any]:
         if gen is not None and gen.poll() is None:
             gen.kill()
             gen.wait(timeout=10)
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=10)
+        stop_process(server)
         log.close()
         shutil.rmtree(work, ignore_errors=True)
 

@@ -19,7 +19,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import psutil
+
+from loadtest.procs import free_port, pinned, stop_process, wait_healthy
 
 REPO = Path(__file__).resolve().parents[1]
 LOCUSTFILE = REPO / "loadtest" / "locustfile.py"
@@ -50,19 +51,6 @@ class StepResult:
     server_rss_mb: float
     failures: int
     note: str = ""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def pinned(core: str | None, argv: list[str]) -> list[str]:
-    """Prefix argv with `taskset -c core` when taskset exists and a core is given."""
-    if core and shutil.which("taskset") and (os.cpu_count() or 1) > 1:
-        return ["taskset", "-c", core, *argv]
-    return argv
 
 
 def start_server(
@@ -89,19 +77,6 @@ def stop_group(proc: subprocess.Popen, timeout: float = 30.0) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=10)
-
-
-def wait_healthy(port: int, proc: subprocess.Popen, seconds: float = 30.0) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with code {proc.returncode}")
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as resp:
-                if resp.status == 200:
-                    return
-        time.sleep(0.2)
-    raise RuntimeError("server did not become healthy in time")
 
 
 def scrape_counters(port: int) -> dict[str, float] | None:
@@ -230,12 +205,7 @@ def run_capacity(args: argparse.Namespace) -> list[StepResult]:
     finally:
         if locust is not None:
             stop_group(locust)
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=10)
+        stop_process(server)
         if args.keep:
             print(f"work dir kept: {work}")
         else:

@@ -18,7 +18,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ from typing import Any
 import psutil
 
 from loadtest.bots import run_bots
+from loadtest.procs import free_port
 
 CONFIG = """\
 log_level = "WARNING"
@@ -50,12 +50,6 @@ class Sample:
     tick_lag_ms: float
     sessions: int
     connections: int
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def health(port: int) -> dict[str, Any]:

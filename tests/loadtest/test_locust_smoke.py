@@ -9,43 +9,21 @@ import asyncio
 import csv
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from loadtest.locust_client import WSClient, WSClosed, tick_ts
+from loadtest.procs import free_port, stop_process, wait_healthy
 from loadtest.profiles import PROFILES, secret_for, select_profile, unique_name
 from shared.codec import encode_raw
 
 REPO = Path(__file__).resolve().parents[2]
 EXPECTED = ("connect", "login", "join", "ping", "tick_age")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_healthy(port: int, proc: subprocess.Popen[bytes], seconds: float = 30.0) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError("server did not become healthy")
 
 
 def read_stats(path: Path) -> dict[str, dict[str, str]]:
@@ -159,12 +137,7 @@ def test_locust_headless_100_users_no_failures(tmp_path: Path) -> None:
         assert int(stats["tick_age"]["Request Count"]) > 1000
         assert locust.returncode == 0, locust.stderr[-3000:]
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=10)
+        stop_process(server)
         server_log.close()
 
 
