@@ -225,6 +225,10 @@ class WSClient:
         except OSError as exc:
             self.closed = True
             raise WSClosed(1006, f"recv failed: {exc}") from exc
+        self._take(chunk)
+
+    def _take(self, chunk: bytes) -> None:
+        """Append received bytes; an empty read means the peer closed the socket."""
         if not chunk:
             self.closed = True
             raise WSClosed(1006, "connection dropped")
@@ -248,11 +252,7 @@ class WSClient:
             except OSError as exc:
                 self.closed = True
                 raise WSClosed(1006, f"recv failed: {exc}") from exc
-            if not chunk:
-                self.closed = True
-                raise WSClosed(1006, "connection dropped")
-            self.bytes_in += len(chunk)
-            self.buf += chunk
+            self._take(chunk)
 
 
 FrameHandler = Callable[[int, bytes], None]
