@@ -340,16 +340,20 @@ class Engine(Store):
         if exp is not None:
             heapq.heappush(self._ttl_heap, (exp, key.namespace, d))
 
+    def _slot(self, key: Key) -> tuple[Any, Any, Any]:
+        """(namespace index, stored entry or None, live entry or None: an expired one counts as absent)."""
+        idx = self._ns.get(key.namespace) or self._namespace(key.namespace)
+        old = idx.get(key.digest)
+        if old is not None and old.exp is not None and old.exp <= _time():
+            return idx, old, None
+        return idx, old, old
+
     async def put(self, key: Key, bins: dict[str, Any], *, generation: int | None = None,
                   exists: str = "upsert", ttl: float | None = None) -> int:
         if self._closed:
             raise StoreClosedError("store is closed")
         flat = validate_bins(bins)
-        idx = self._ns.get(key.namespace) or self._namespace(key.namespace)
-        old = idx.get(key.digest)
-        cur = old
-        if cur is not None and cur.exp is not None and cur.exp <= _time():
-            cur = None
+        idx, old, cur = self._slot(key)
         if cur is None:
             if generation is not None or exists != "upsert":
                 check_write(exists, generation, None)
@@ -382,11 +386,7 @@ class Engine(Store):
         if self._closed:
             raise StoreClosedError("store is closed")
         validate_ops(op_list)
-        idx = self._ns.get(key.namespace) or self._namespace(key.namespace)
-        old = idx.get(key.digest)
-        cur = old
-        if cur is not None and cur.exp is not None and cur.exp <= _time():
-            cur = None
+        idx, old, cur = self._slot(key)
         if cur is None:
             if not creates_data(op_list):
                 raise RecordNotFoundError(f"operate on absent {key!r} without an op that creates data")
