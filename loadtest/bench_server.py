@@ -21,13 +21,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import math
-import os
 import random
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
@@ -38,31 +35,29 @@ from typing import Any
 
 import msgpack
 
-from loadtest.procs import free_port, pinned, stop_process, wait_healthy
+from loadtest.procs import pinned, server_port, stop_process, wait_healthy
+from loadtest.rawws import RawWs, is_tick
 
 REPO = Path(__file__).resolve().parents[1]
 ROOM = "bench"
 CELL = 250.0
 STEP = 8.0  # units per move at 10 Hz: well under the 300 u/s limit, so bunched moves catch up
 WANDER = 60.0  # random walk stays within this radius of home
-TICK_PREFIX = b"\xa1t\xa4tick"
 
 
 # ------------------------------------------------------------------------------------------- generator
 
 
-class BenchPlayer(asyncio.Protocol):
+class BenchPlayer(RawWs):
     """One player over a raw websocket: login, join, walk home, random-walk; counts what arrives."""
 
     def __init__(self, gen: Generator, idx: int, home: tuple[float, float], sample: bool) -> None:
+        super().__init__()
         self.gen = gen
         self.idx = idx
         self.home = home
         self.sample = sample
         self.rng = random.Random(idx)
-        self.transport: asyncio.Transport | None = None
-        self.buf = bytearray()
-        self.handshaken = False
         self.state = "connecting"  # -> login -> placed -> joining -> walking -> home
         self.you = -1
         self.x = self.y = 0.0
@@ -70,80 +65,23 @@ class BenchPlayer(asyncio.Protocol):
         self.sent_at: dict[tuple[float, float], float] = {}
         self.latencies: list[float] = []
         self.unmatched = 0
-        self.closed = False
-        self.mask = os.urandom(4)
 
     # -- wire ---------------------------------------------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        key = base64.b64encode(os.urandom(16)).decode()
-        transport.write(
-            (f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-             f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()
-        )
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
+    def on_lost(self, exc: Exception | None) -> None:
         if not self.gen.stopping:
             self.gen.errors.append(f"player {self.idx}: connection lost ({exc!r})")
 
-    def send(self, msg: dict[str, Any]) -> None:
-        if self.transport is None or self.closed:
-            return
-        payload = msgpack.packb(msg)
-        n = len(payload)
-        header = struct.pack("!BB", 0x82, 0x80 | n) if n < 126 else struct.pack("!BBH", 0x82, 0xFE, n)
-        key = (self.mask * (n // 4 + 1))[:n]
-        masked = int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")
-        self.transport.write(header + self.mask + masked.to_bytes(n, "little"))
+    def on_refused(self, status: str) -> None:
+        self.gen.errors.append(f"player {self.idx}: upgrade refused ({status})")
 
-    def data_received(self, data: bytes) -> None:
-        buf = self.buf
-        buf += data
-        if not self.handshaken:
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            if b" 101 " not in bytes(buf[: buf.find(b"\r\n")]) + b" ":
-                self.gen.errors.append(f"player {self.idx}: upgrade refused")
-                self.transport.close()  # type: ignore[union-attr]
-                return
-            del buf[: end + 4]
-            self.handshaken = True
-            self.state = "login"
-            name = f"b{self.idx:05d}"
-            self.send({"t": "login", "name": name, "secret": f"bench-secret-{name}", "rid": 1})
-        pos = 0
-        n_buf = len(buf)
-        now = time.perf_counter()
-        while n_buf - pos >= 2:
-            b1 = buf[pos + 1] & 0x7F
-            hdr = 2
-            if b1 == 126:
-                if n_buf - pos < 4:
-                    break
-                b1 = struct.unpack_from("!H", buf, pos + 2)[0]
-                hdr = 4
-            elif b1 == 127:
-                if n_buf - pos < 10:
-                    break
-                b1 = struct.unpack_from("!Q", buf, pos + 2)[0]
-                hdr = 10
-            if n_buf - pos < hdr + b1:
-                break
-            op = buf[pos] & 0x0F
-            payload = bytes(buf[pos + hdr : pos + hdr + b1])
-            pos += hdr + b1
-            if op == 0x2:
-                self.on_message(payload, now)
-            elif op == 0x8:
-                self.closed = True
-        del buf[:pos]
+    def on_open(self) -> None:
+        self.state = "login"
+        name = f"b{self.idx:05d}"
+        self.send({"t": "login", "name": name, "secret": f"bench-secret-{name}", "rid": 1})
 
     # -- game ---------------------------------------------------------------------------------------
     def on_message(self, payload: bytes, now: float) -> None:
-        if payload[1:8] == TICK_PREFIX:
+        if is_tick(payload):
             self.ticks += 1
             if not self.sample or self.state != "home":
                 return
@@ -379,7 +317,7 @@ def bench_one(players: int, args: argparse.Namespace) -> dict[str, Any]:
     side = room_side(players, args.aoi)
     cfg = work / "bench.toml"
     write_config(cfg, side, args.tick_rate)
-    port = free_port()
+    port = server_port()
     log = (work / "server.log").open("wb")
     server = subprocess.Popen(
         pinned(args.server_core, [sys.executable, "-m", "gameserver.cli", "serve", "--host", "127.0.0.1",

@@ -21,26 +21,13 @@ import struct
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
+from loadtest.rawws import tick_ts
+
+__all__ = ["Reactor", "WSClient", "WSClosed", "WSHandshakeError", "tick_ts"]
+
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 MAX_FRAME = 4 * 1024 * 1024
 EPOLLIN = getattr(select, "EPOLLIN", 0x001)  # gevent's patched select may lack it
-
-
-_TICK_PREFIX = b"\xa1t\xa4tick\xa1n"
-_unpack_double = struct.Struct(">d").unpack_from
-_INT_SIZES = {0xCC: 2, 0xCD: 3, 0xCE: 5, 0xCF: 9}
-
-
-def tick_ts(payload: bytes) -> float | None:
-    """The `ts` of a msgpack tick frame without decoding its lists (the server encodes `t`, `n`, `ts`
-    first); None when the frame is not laid out that way (then it is decoded in full)."""
-    if payload[1:10] != _TICK_PREFIX or not 0x80 <= payload[0] <= 0x8F:
-        return None
-    b = payload[10]
-    pos = 10 + (1 if b < 0x80 else _INT_SIZES.get(b, 0))
-    if pos == 10 or payload[pos : pos + 4] != b"\xa2ts\xcb":
-        return None
-    return _unpack_double(payload, pos + 4)[0]
 
 
 class WSClosed(Exception):
