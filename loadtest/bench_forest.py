@@ -1,0 +1,383 @@
+"""Dense-forest, login-storm and overload benchmark (issue 12), ours beside bare baselines in one run.
+
+    python -m loadtest.bench_forest                          # forest: 500 and 1,000 walkers
+    python -m loadtest.bench_forest --scenario storm         # 2,000 first logins at 200/s, 200 walkers
+    python -m loadtest.bench_forest --scenario overload --players 3000
+    python -m loadtest.bench_forest --servers ours,bare,node --repeat 3 --json
+
+Each server runs pinned to core 0 (``taskset -c 0``), the generator (``loadtest.forest_gen``: one asyncio
+process on raw websockets) to core 1. Servers, one after the other for every player count:
+
+* ``ours``: ``gameserver serve`` with the DEFAULT config (default world: ``forest`` 1000 x 1000 with its
+  mobs, default secret hashing, embedded store with fsync durability) on a fresh data dir;
+* ``bare``: ``loadtest.bare_server`` (websockets + uvloop, same grid area of interest, one msgpack encode
+  per cell, nothing else);
+* ``node`` (optional): ``loadtest/bare_server.mjs`` on Node's ``ws``, run only when ``node`` and ``npm``
+  exist; ``ws`` and ``@msgpack/msgpack`` are installed into a temp dir with npm (nothing is committed).
+
+Scenarios (see ``loadtest.forest_gen`` for the players):
+
+* ``forest``: N walkers join ``forest`` at 200 connects/s and random-walk at 150 units/s (a move every
+  100 ms, a ping every 5 s). Printed per server: CPU % of one core, tick frames delivered vs expected (N x
+  tick rate x window: every area has movers every tick, so every player must get every tick), move->tick
+  p50/p99, tick age p99, failed connects / logins, refusals, bytes per player-second; and ours / bare.
+* ``storm``: 200 walkers play in ``forest`` while 2,000 first logins arrive at 200/s into ``town``.
+  Printed: connect / upgrade / login failures, time from first connect to ``welcome`` (p50 / p99 / max,
+  how many over 20 s), refusals, the walkers' tick age p50 / p99 / max and frames delivered.
+* ``overload``: N walkers (e.g. 3,000, far past capacity) arrive at 200/s; refused ones retry after
+  ``retry_after``. Printed: how many got in, refusals by code, failures (timeouts must be 0), and for the
+  admitted: frames delivered, move->tick and tick age p99.
+
+``--pyspy DIR`` records ours with py-spy (non-blocking, during the window) and prints the top functions by
+self time. Server ports are picked below the ephemeral range; the fd limit is raised for the children.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from loadtest.procs import pinned, raise_fd_limit, server_port, stop_process, wait_healthy
+
+REPO = Path(__file__).resolve().parents[1]
+NODE_PACKAGES = ("ws@8", "@msgpack/msgpack@3")
+
+
+# ----------------------------------------------------------------------------------------------- servers
+
+
+def wait_listening(port: int, proc: subprocess.Popen, seconds: float = 30.0) -> None:
+    """Wait until something accepts TCP connections on 127.0.0.1:port (the bare servers have no /health)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with code {proc.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on port {port} after {seconds:g} s")
+
+
+def node_modules(cache: Path) -> Path | None:
+    """``node_modules`` with ws and @msgpack/msgpack in ``cache`` (npm install once); None without node."""
+    if not (shutil.which("node") and shutil.which("npm")):
+        return None
+    target = cache / "node_modules"
+    if not (target / "ws").exists() or not (target / "@msgpack" / "msgpack").exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        try:
+            subprocess.run(["npm", "install", "--no-save", "--no-audit", "--no-fund", "--silent",
+                            "--prefix", str(cache), *NODE_PACKAGES],
+                           check=True, timeout=180, capture_output=True)
+        except (subprocess.SubprocessError, OSError) as exc:
+            print(f"node baseline skipped: npm install failed ({exc})", file=sys.stderr)
+            return None
+    return target
+
+
+class Server:
+    """One server subprocess of a kind (ours / bare / node) on a fresh port and work dir."""
+
+    def __init__(self, kind: str, work: Path, args: argparse.Namespace, modules: Path | None) -> None:
+        self.kind = kind
+        self.port = server_port()
+        core = args.server_core
+        env = dict(os.environ)
+        if kind == "ours":
+            argv = [sys.executable, "-m", "gameserver.cli", "serve", "--host", "127.0.0.1", "--port",
+                    str(self.port), "--data", str(work / "data"), "--log-level", "WARNING"]
+            if args.config:
+                argv += ["--config", args.config]
+        elif kind == "bare":
+            argv = [sys.executable, "-m", "loadtest.bare_server", "--port", str(self.port)]
+        else:
+            assert modules is not None
+            env["NODE_PATH"] = str(modules)
+            argv = ["node", str(REPO / "loadtest" / "bare_server.mjs"), "--port", str(self.port)]
+        self.log = (work / f"{kind}.log").open("wb")
+        self.proc = subprocess.Popen(pinned(core, argv), cwd=REPO, env=env, stdout=self.log,
+                                     stderr=subprocess.STDOUT)
+        if kind == "ours":
+            wait_healthy(self.port, self.proc)
+        else:
+            wait_listening(self.port, self.proc)
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+        self.log.close()
+
+
+# ------------------------------------------------------------------------------------------------ one run
+
+
+def scrape(port: int) -> dict[str, float]:
+    """Totals of ours' tick counters from /metrics (ticks run, overruns, coalesced, frames written)."""
+    out = {"ticks": 0.0, "overruns": 0.0, "coalesced": 0.0, "tick_frames": 0.0, "refused": 0.0}
+    with contextlib.suppress(OSError):
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+        for line in text.splitlines():
+            name, _, value = line.rpartition(" ")
+            if name.startswith("gameserver_tick_duration_seconds_count"):
+                out["ticks"] = max(out["ticks"], float(value))   # the busiest room ticks like any other
+            elif name.startswith("gameserver_tick_overruns_total"):
+                out["overruns"] += float(value)
+            elif name.startswith("gameserver_coalesced_ticks_total"):
+                out["coalesced"] += float(value)
+            elif name.startswith("gameserver_messages_out_total") and 'type="tick"' in name:
+                out["tick_frames"] += float(value)
+            elif name.startswith("gameserver_logins_refused_total"):
+                out["refused"] += float(value)
+    return out
+
+
+def pyspy_start(pid: int, out: Path, seconds: float, core: str | None) -> subprocess.Popen | None:
+    """py-spy on the generator's core, sampling without pausing the server (``--nonblocking``)."""
+    exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(exe).exists():
+        print("py-spy not found: pip install py-spy", file=sys.stderr)
+        return None
+    argv = [exe, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "200",
+            "--nonblocking", "--format", "raw", "-o", str(out)]
+    return subprocess.Popen(pinned(core, argv), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _function(frame: str) -> str:
+    """``name (file.py:123)`` -> ``name (file.py)``: one entry per function, not per line."""
+    head, sep, where = frame.rpartition(" (")
+    return f"{head} ({where.rsplit(':', 1)[0]})" if sep else frame
+
+
+def pyspy_top(raw: Path, n: int = 20) -> dict[str, list[tuple[str, float]]]:
+    """Top functions by self and by inclusive time (% of the non-idle samples) from py-spy's raw output."""
+    own: Counter[str] = Counter()
+    incl: Counter[str] = Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        k = int(count)
+        frames = [_function(f) for f in stack.split(";")[1:]]  # first: the thread
+        if not frames:
+            continue
+        total += k
+        own[frames[-1]] += k
+        for fn in set(frames):
+            incl[fn] += k
+    if not total:
+        return {"self": [], "inclusive": []}
+    return {"self": [(fn, 100.0 * c / total) for fn, c in own.most_common(n)],
+            "inclusive": [(fn, 100.0 * c / total) for fn, c in incl.most_common(n)]}
+
+
+def run_once(kind: str, scenario: str, players: int, args: argparse.Namespace,
+             modules: Path | None) -> dict[str, Any]:
+    import psutil
+
+    work = Path(tempfile.mkdtemp(prefix=f"bench-forest-{kind}-"))
+    server = Server(kind, work, args, modules)
+    gen: subprocess.Popen | None = None
+    spy: subprocess.Popen | None = None
+    try:
+        sproc = psutil.Process(server.proc.pid)
+        argv = [sys.executable, "-m", "loadtest.forest_gen", "--port", str(server.port),
+                "--scenario", scenario, "--players", str(players), "--residents", str(args.residents),
+                "--storm", str(args.storm),
+                "--rate", str(args.rate), "--seconds", str(args.seconds), "--warmup", str(args.warmup),
+                "--settle-max", str(args.settle_max), "--timeout", str(args.timeout)]
+        gen = subprocess.Popen(pinned(args.gen_core, argv), cwd=REPO, stdout=subprocess.PIPE, text=True)
+        assert gen.stdout is not None
+        result: dict[str, Any] = {}
+        cpu = rss = 0.0
+        m0 = m1 = None
+        for line in gen.stdout:  # bounded: the generator ends after its ramp, settle and window
+            line = line.strip()
+            if line == "MEASURE_START":
+                sproc.cpu_percent(None)
+                m0 = scrape(server.port) if kind == "ours" else None
+                if args.pyspy and kind == "ours":
+                    spy = pyspy_start(sproc.pid, Path(args.pyspy) / f"{scenario}-{players}.raw", args.seconds,
+                                      args.gen_core)
+            elif line == "MEASURE_END":
+                cpu = sproc.cpu_percent(None)
+                rss = sproc.memory_info().rss / 2**20
+                m1 = scrape(server.port) if kind == "ours" else None
+            elif line.startswith("{"):
+                result = json.loads(line)
+        gen.wait(timeout=60)
+        if not result:
+            raise RuntimeError(f"{kind}: the generator printed no result (exit {gen.returncode})")
+        result.update({"server": kind, "server_cpu": cpu, "server_rss_mb": rss, "load_avg": os.getloadavg()})
+        if m0 is not None and m1 is not None:
+            result["server_counters"] = {k: m1[k] - m0[k] for k in m0}
+        if spy is not None:
+            spy.wait(timeout=args.seconds + 30)
+            raw = Path(args.pyspy) / f"{scenario}-{players}.raw"
+            result["pyspy_top"] = pyspy_top(raw) if raw.exists() else {}
+        return result
+    finally:
+        for p in (gen, spy):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait(timeout=10)
+        server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+# -------------------------------------------------------------------------------------------- reporting
+
+
+def _fmt(v: Any, digits: int = 1) -> str:
+    if isinstance(v, float):
+        return "nan" if v != v else f"{v:,.{digits}f}"
+    return str(v)
+
+
+def _ratio(a: Any, b: Any) -> str:
+    if isinstance(a, int | float) and isinstance(b, int | float) and b and a == a and b == b:
+        return f"{a / b:.2f}x"
+    return ""
+
+
+_CPU = ("server CPU % (one core)", "server_cpu", True)
+_GEN = ("generator CPU %", "generator_cpu", False)
+ROWS: dict[str, list[tuple[str, str, bool]]] = {
+    # (label, result key, ratio column)
+    "forest": [
+        _CPU,
+        ("tick frames delivered %", "delivered_pct", False),
+        ("move->tick p50 ms", "lat_p50_ms", True),
+        ("move->tick p99 ms", "lat_p99_ms", True),
+        ("tick age p99 ms", "age_p99_ms", True),
+        ("failed (connect/login/drop)", "failed", False),
+        ("refused logins", "refused", False),
+        ("bytes per player-second", "bytes_per_player_s", True),
+        ("walking players", "walking", False),
+        ("moves superseded", "superseded", False),
+        ("server RSS MB", "server_rss_mb", True),
+        _GEN,
+    ],
+    "storm": [
+        _CPU,
+        ("failed (connect/login/drop)", "failed", False),
+        ("welcomed arrivals", "welcomed", False),
+        ("welcome p50 s", "welcome_p50_s", True),
+        ("welcome p99 s", "welcome_p99_s", True),
+        ("welcome max s", "welcome_max_s", True),
+        ("welcomed after > 20 s", "welcome_over_20s", False),
+        ("refused logins", "refused", False),
+        ("walkers' tick age p50 ms", "age_p50_ms", True),
+        ("walkers' tick age p99 ms", "age_p99_ms", True),
+        ("walkers' tick age max ms", "age_max_ms", True),
+        ("walkers' frames delivered %", "delivered_pct", False),
+        _GEN,
+    ],
+    "overload": [
+        _CPU,
+        ("walking (admitted)", "walking", False),
+        ("refused logins (count)", "refused", False),
+        ("still refused at the end", "still_refused", False),
+        ("failed (timeouts, drops)", "failed", False),
+        ("admitted: frames delivered %", "delivered_pct", False),
+        ("admitted: move->tick p99 ms", "lat_p99_ms", True),
+        ("admitted: tick age p99 ms", "age_p99_ms", True),
+        _GEN,
+    ],
+}
+
+
+def report(scenario: str, players: int, results: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    for r in results:
+        r["refused"] = sum(r.get("refusals", {}).values())
+    kinds = [r["server"] for r in results]
+    la = results[0]["load_avg"]
+    title = {"forest": f"forest, {players} walkers at {args.rate:g} connects/s",
+             "storm": f"storm, {args.storm} first logins at {args.rate:g}/s into town, "
+                      f"{args.residents} walkers in forest",
+             "overload": f"overload, {players} walkers at {args.rate:g} connects/s into forest"}[scenario]
+    lines = [f"== {title}; load average {la[0]:.2f} {la[1]:.2f} {la[2]:.2f} ==",
+             f"{'':32}" + "".join(f"{k:>12}" for k in kinds) + ("    ours/bare" if "bare" in kinds else "")]
+    by = {r["server"]: r for r in results}
+    for label, key, with_ratio in ROWS[scenario]:
+        row = f"{label:32}" + "".join(f"{_fmt(r.get(key)):>12}" for r in results)
+        if with_ratio and "ours" in by and "bare" in by:
+            row += f"{_ratio(by['ours'].get(key), by['bare'].get(key)):>13}"
+        lines.append(row)
+    for r in results:
+        if r.get("server_counters"):
+            c = r["server_counters"]
+            lines.append(f"  {r['server']} in the window: {c['ticks']:.0f} ticks, {c['overruns']:.0f} "
+                         f"overruns, {c['tick_frames']:.0f} tick frames written, {c['coalesced']:.0f} "
+                         f"coalesced, {c['refused']:.0f} logins refused")
+        if r.get("failures") or r.get("refusals"):
+            lines.append(f"  {r['server']}: failures {r.get('failures')} refusals {r.get('refusals')}")
+        lines += [f"  {r['server']}: {e}" for e in r.get("errors", [])[:3]]
+        for kind, top in (r.get("pyspy_top") or {}).items():
+            lines.append(f"  {r['server']} py-spy {kind} time (top, % of non-idle samples):")
+            lines += [f"    {share:5.1f}%  {fn}" for fn, share in top]
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m loadtest.bench_forest", description=__doc__.split("\n")[0])
+    p.add_argument("--scenario", choices=["forest", "storm", "overload"], default="forest")
+    p.add_argument("--players", type=lambda s: [int(x) for x in s.split(",")], default=None,
+                   help="walker counts (forest default 500,1000; overload default 3000)")
+    p.add_argument("--servers", default="ours,bare", help="comma list of ours, bare, node")
+    p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--seconds", type=float, default=20.0, help="measured window (forest, overload)")
+    p.add_argument("--warmup", type=float, default=8.0)
+    p.add_argument("--rate", type=float, default=200.0, help="connects per second")
+    p.add_argument("--residents", type=int, default=200)
+    p.add_argument("--storm", type=int, default=2000)
+    p.add_argument("--settle-max", type=float, default=60.0)
+    p.add_argument("--timeout", type=float, default=10.0)
+    p.add_argument("--config", default=None, help="config file for ours (default: none = default config)")
+    p.add_argument("--server-core", default="0")
+    p.add_argument("--gen-core", default="1")
+    p.add_argument("--pyspy", default=None, help="dir: record ours with py-spy during the window")
+    p.add_argument("--json", action="store_true", help="print results as JSON lines")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    raise_fd_limit()
+    if args.pyspy:
+        Path(args.pyspy).mkdir(parents=True, exist_ok=True)
+    counts = args.players or ([3000] if args.scenario == "overload" else [500, 1000])
+    if args.scenario == "storm":
+        counts = [args.residents]
+    kinds = [k.strip() for k in args.servers.split(",") if k.strip()]
+    modules = None
+    if "node" in kinds:
+        modules = node_modules(Path(tempfile.gettempdir()) / "gamebackend-bench-node")
+        if modules is None:
+            print("node baseline skipped: node/npm not available", file=sys.stderr)
+            kinds.remove("node")
+    for _ in range(args.repeat):
+        for n in counts:
+            results = [run_once(kind, args.scenario, n, args, modules) for kind in kinds]
+            if args.json:
+                for r in results:
+                    print(json.dumps(r), flush=True)
+            else:
+                print(report(args.scenario, n, results, args), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
