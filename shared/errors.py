@@ -16,7 +16,7 @@ from enum import StrEnum
 
 
 class ErrorCode(StrEnum):
-    """Every ``error.code`` of protocol version 1."""
+    """Every ``error.code`` of protocol version 1 (``busy`` and ``server_full`` are extensions)."""
 
     BAD_FRAME = "bad_frame"  # not decodable (not msgpack / not JSON)
     BAD_MESSAGE = "bad_message"  # decodable, fails validation
@@ -31,6 +31,9 @@ class ErrorCode(StrEnum):
     OUT_OF_RANGE = "out_of_range"
     COOLDOWN = "cooldown"
     INTERNAL = "internal"
+    # extensions: a login turned away by admission control; the error carries ``retry_after`` (seconds)
+    BUSY = "busy"  # too many logins waiting for secret hashing right now
+    SERVER_FULL = "server_full"  # no new players now: session cap reached or ticks running late
 
 
 class ByeReason(StrEnum):

@@ -266,11 +266,13 @@ class Pong(Message):
 
 class Error(Message):
     """A request failed; ``code`` is one of :class:`shared.errors.ErrorCode` (kept a plain string so a
-    client keeps working when a newer server adds codes)."""
+    client keeps working when a newer server adds codes). ``retry_after`` (extension, seconds): when to try
+    again, sent with refusals such as ``busy`` and ``server_full``."""
 
     t: Literal["error"] = "error"
     code: Annotated[str, Strict(), StringConstraints(min_length=1, max_length=64)]
     message: Text
+    retry_after: Annotated[float, Strict(), Field(ge=0, allow_inf_nan=False)] | None = None
 
 
 class Bye(Message):
