@@ -25,6 +25,7 @@ import time
 import uuid
 from typing import Any
 
+from .admission import Admission, Refused, worst_median_lag
 from .characters import Character, CharacterStore
 from .cluster import Backend, ClusterNode
 from .cluster.local import LocalRanking
@@ -76,6 +77,8 @@ class GameServer:
         except ValueError as exc:
             raise ConfigError(f"invalid room configuration: {exc}") from None
         self._spawn = {name: r.spawn for name, r in self.runners.items()}
+        self.admission = Admission(config, self.metrics, lambda: len(self.registry),
+                                   lambda: worst_median_lag(r.lags for r in self.runners.values()))
 
     # -- start / stop --------------------------------------------------------------------------------
     async def start(self) -> int:
@@ -83,12 +86,14 @@ class GameServer:
         if self.store is None:
             from datastore import open_store
             self.store = await open_store(self.config.store.resolved_url())
-        self.characters = CharacterStore(self.store, self.config, self.metrics, self.leaderboard, self._spawn)
+        self.characters = CharacterStore(self.store, self.config, self.metrics, self.leaderboard, self._spawn,
+                                         self.admission.hasher)
         count = await self.characters.rebuild_leaderboard()
         if self.signer.ephemeral:
             event(log, "ephemeral_token_secret", level=logging.WARNING,
                   note="auth.token_secret not set: resume tokens will not survive a restart")
         self.characters.start_flusher()
+        self.admission.start()
         self.port = await self.transport.start(self.config.host, self.config.port)
         await self.cluster.start(self.port)   # alone: owns and starts every room; clustered: rooms on demand
         shared = self.cluster.backend.ranking if self.cluster.backend is not None else None
@@ -124,6 +129,7 @@ class GameServer:
         await self.characters.stop_flusher()
         await self.characters.flush_all()
         await self.cluster.stop()
+        self.admission.close()
         if self._own_store:
             await self.store.close()
         event(log, "stopped")
@@ -132,8 +138,10 @@ class GameServer:
     # -- health --------------------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
         lag = max((r.lag_max() for r in self.runners.values()), default=0.0)
+        admission = self.admission.status()   # degraded: new logins get server_full (readiness 503)
         return {
-            "status": "stopping" if self.stopping else "ok" if self.ready else "starting",
+            "status": "stopping" if self.stopping else admission["state"] if self.ready else "starting",
+            "admission": admission,
             "sessions": len(self.registry),
             "connections": len(self.transport.links),
             "rooms": {name: len(r.by_pid) for name, r in self.runners.items()},
@@ -191,7 +199,12 @@ class GameServer:
             await self._end(old)
 
     async def login(self, link: Link, name: str, secret: str, rid: int | None) -> None:
-        ch = await self.characters.login(name, secret)
+        try:   # admission: server_full / busy with retry_after, before and while waiting for hashing
+            self.admission.check()
+            ch = await self.characters.login(name, secret)
+        except Refused as exc:
+            self.admission.answer(link, exc, rid)
+            return
         session_id = uuid.uuid4().hex
         elsewhere = await self.cluster.claim_login(name, session_id, ch)   # None: the room is ours
         if link.closing or not link.sink.is_open or self.stopping:

@@ -21,7 +21,7 @@ from typing import Any
 
 from datastore import Key, RecordExistsError
 
-from .auth import hash_secret_async, verify_secret_async
+from .auth import SecretHasher
 from .config import ServerConfig
 from .game.rules import level_for_xp
 from .leaderboard import Leaderboard
@@ -78,8 +78,9 @@ class CharacterStore:
     """Loads, creates and saves characters; owns the write-behind flusher."""
 
     def __init__(self, store: Any, config: ServerConfig, metrics: Metrics, leaderboard: Leaderboard,
-                 spawn: dict[str, tuple[float, float]]) -> None:
+                 spawn: dict[str, tuple[float, float]], hasher: SecretHasher | None = None) -> None:
         self.store = store
+        self.hasher = hasher or SecretHasher(config.auth.hash_threads, config.auth.hash_nice)
         self.config = config
         self.metrics = metrics
         self.leaderboard = leaderboard
@@ -120,12 +121,12 @@ class CharacterStore:
         auth = self.config.auth
         live = self.live.get(name)
         if live is not None:
-            if not await verify_secret_async(secret, live.secret):
+            if not await self.hasher.verify(secret, live.secret):
                 raise AuthFailed("wrong secret")
             return live
         rec = await self._timed("get", self.store.get(self.key(name)))
         if rec is None:
-            hashed = await hash_secret_async(secret, n=auth.scrypt_n, r=auth.scrypt_r, p=auth.scrypt_p)
+            hashed = await self.hasher.hash(secret, n=auth.scrypt_n, r=auth.scrypt_r, p=auth.scrypt_p)
             room = self.config.game.start_room
             x, y = self.spawn[room]
             bins = {"name": name, "secret": hashed, "xp": 0, "level": 1, "kills": 0, "room": room,
@@ -141,7 +142,7 @@ class CharacterStore:
                 await self.shared_ranking.record(name, 0, 1)
         else:
             bins = rec.bins
-            if not await verify_secret_async(secret, str(bins.get("secret", ""))):
+            if not await self.hasher.verify(secret, str(bins.get("secret", ""))):
                 raise AuthFailed("wrong secret")
             ch = self._from_bins(name, bins)
         # another login may have won while we awaited: keep exactly one live object per name

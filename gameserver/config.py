@@ -50,6 +50,17 @@ class LimitsConfig(_Section):
     open_timeout: float = Field(10.0, gt=0, description="TCP accept -> finished handshake (slowloris)")
     listen_backlog: int = Field(2048, ge=16, description="TCP accept queue; the kernel caps it at somaxconn "
                                 "(a burst of reconnects after a restart must not time out)")
+    # admission of new logins (gameserver.admission): refused with error server_full / busy + retry_after
+    max_sessions: int = Field(5000, ge=1, description="sessions (attached or in grace); more: server_full")
+    max_loop_busy: float = Field(0.7, ge=0, le=1, description="share of the last second the event loop "
+                                 "thread was on the CPU over which new logins get server_full; 0 disables")
+    max_tick_lag: float = Field(0.02, ge=0, description="median tick lag (s, worst room, last second) over "
+                                "which new logins get server_full; 0 disables")
+    overload_recover: float = Field(3.0, ge=0, description="after overload, refuse until the load was this "
+                                    "many seconds below the low marks (loop busy - 0.1, half the lag)")
+    full_retry_after: float = Field(5.0, gt=0, description="retry_after (s) sent with server_full")
+    login_queue: int = Field(1000, ge=1, description="logins waiting for a hashing thread; more: busy")
+    login_max_wait: float = Field(5.0, gt=0, description="expected wait (s) for hashing over which: busy")
 
 
 class AuthConfig(_Section):
@@ -61,6 +72,9 @@ class AuthConfig(_Section):
     scrypt_n: int = Field(2**11, ge=2, description="scrypt cost; 2**11 with r=8 is ~5 ms")
     scrypt_r: int = Field(8, ge=1)
     scrypt_p: int = Field(1, ge=1)
+    hash_threads: int = Field(1, ge=1, le=32, description="dedicated hashing threads (logins hashed at once)")
+    hash_nice: int = Field(10, ge=0, le=19, description="nice value of the hashing threads (Linux): the "
+                           "event loop wins the core, hashing gets what is left")
 
     @model_validator(mode="after")
     def _n_power_of_two(self) -> AuthConfig:

@@ -42,6 +42,8 @@ class Metrics:
         self.disconnects = Counter("gameserver_disconnects", "Closed connections by reason", ["reason"],
                                    registry=r)
         self.errors = Counter("gameserver_errors", "error replies by code", ["code"], registry=r)
+        self.logins_refused = Counter("gameserver_logins_refused", "Logins refused by admission "
+                                      "(busy, server_full)", ["reason"], registry=r)
         self._in: dict[str, Counter] = {}
         self._out: dict[str, Counter] = {}
 
