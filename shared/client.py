@@ -28,23 +28,27 @@ from websockets.exceptions import ConnectionClosed
 from . import messages as m
 from .codec import decode_server, encode
 from .errors import ProtocolError
+from .retry import refusal_delay
 
 log = logging.getLogger("shared.client")
 
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_QUEUE_SIZE = 1000
 DEFAULT_KEEPALIVE = 15.0  # the server's idle timeout defaults to 30 s
+DEFAULT_RETRY_REFUSED = 30.0  # seconds login() keeps retrying busy / server_full
 MAX_SERVER_FRAME = 16 * 2**20  # a `joined` in a crowded room is big; bounded anyway
 MAX_REDIRECT_HOPS = 4  # a resume that is redirected again follows on, up to this many nodes
 
 
 class ServerError(Exception):
-    """The server answered a request with ``error``; ``code`` is an ``ErrorCode`` value."""
+    """The server answered a request with ``error``; ``code`` is an ``ErrorCode`` value, ``retry_after``
+    the seconds the server asked to wait (refusals ``busy`` / ``server_full``), else None."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, retry_after: float | None = None) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+        self.retry_after = retry_after
 
 
 class Redirected(ServerError):
@@ -140,9 +144,11 @@ class GameClient:
     def __init__(
         self, url: str, *, binary: bool = True, follow_redirects: bool = True,
         timeout: float = DEFAULT_TIMEOUT, queue_size: int = DEFAULT_QUEUE_SIZE,
-        keepalive: float | None = DEFAULT_KEEPALIVE,
+        keepalive: float | None = DEFAULT_KEEPALIVE, retry_refused: float = DEFAULT_RETRY_REFUSED,
     ) -> None:
         self.url = url
+        self.retry_refused = retry_refused
+        self.refusals = 0  # busy / server_full answers login() waited out
         self.binary = binary
         self.follow_redirects = follow_redirects
         self.timeout = timeout
@@ -174,10 +180,14 @@ class GameClient:
         cls, url: str, *, binary: bool = True, follow_redirects: bool = True,
         timeout: float = DEFAULT_TIMEOUT,  # noqa: ASYNC109 (a client setting, applied per request)
         queue_size: int = DEFAULT_QUEUE_SIZE, keepalive: float | None = DEFAULT_KEEPALIVE,
+        retry_refused: float = DEFAULT_RETRY_REFUSED,
     ) -> GameClient:
-        """Open the websocket (no login yet). ``binary`` picks msgpack frames, else JSON text."""
+        """Open the websocket (no login yet). ``binary`` picks msgpack frames, else JSON text.
+
+        ``retry_refused``: for how many seconds ``login`` waits out ``busy`` / ``server_full`` refusals
+        (0: raise the first one as :class:`ServerError`)."""
         client = cls(url, binary=binary, follow_redirects=follow_redirects, timeout=timeout,
-                     queue_size=queue_size, keepalive=keepalive)
+                     queue_size=queue_size, keepalive=keepalive, retry_refused=retry_refused)
         await client._open(url)
         client._ready.set()
         client._start_keepalive()
@@ -254,9 +264,25 @@ class GameClient:
 
     # --- requests -----------------------------------------------------------------------------------
     async def login(self, name: str, secret: str) -> m.Welcome:
-        """Log in; returns the ``welcome`` once the ``joined`` that follows it has arrived too."""
-        welcome, _ = await self._request(m.Login(name=name, secret=secret), wants_joined=True)
-        return welcome
+        """Log in; returns the ``welcome`` once the ``joined`` that follows it has arrived too.
+
+        A ``busy`` / ``server_full`` refusal is retried on the same socket after ``retry_after`` x 1.0-1.5
+        (``shared.retry``) for up to ``retry_refused`` seconds; then the last refusal is raised."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self.retry_refused
+        attempt = 0
+        while True:
+            try:
+                welcome, _ = await self._request(m.Login(name=name, secret=secret), wants_joined=True)
+                return welcome
+            except ServerError as exc:
+                delay = refusal_delay(exc.code, exc.retry_after, attempt)
+                if delay is None or loop.time() + delay > give_up:
+                    raise
+            attempt += 1
+            self.refusals += 1
+            log.info("login refused, retrying in %.1f s", delay)
+            await asyncio.sleep(delay)
 
     async def resume(self, token: str) -> m.Welcome:
         """Resume a session on this socket; returns the ``welcome`` once its ``joined`` arrived."""
@@ -417,7 +443,7 @@ class GameClient:
             return
         t = msg.t
         if t == "error":
-            pending.fut.set_exception(ServerError(msg.code, msg.message))
+            pending.fut.set_exception(ServerError(msg.code, msg.message, msg.retry_after))
             return
         if t == "welcome":
             self._on_welcome(msg)
