@@ -12,6 +12,7 @@ process on raw websockets) to core 1. Servers, one after the other for every pla
   mobs, default secret hashing, embedded store with fsync durability) on a fresh data dir;
 * ``bare``: ``loadtest.bare_server`` (websockets + uvloop, same grid area of interest, one msgpack encode
   per cell, nothing else);
+* ``before`` (with ``--before DIR``): ``gameserver serve`` of another checkout (say main), default config;
 * ``node`` (optional): ``loadtest/bare_server.mjs`` on Node's ``ws``, run only when ``node`` and ``npm``
   exist; ``ws`` and ``@msgpack/msgpack`` are installed into a temp dir with npm (nothing is committed).
 
@@ -43,7 +44,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.error
 import urllib.request
 from collections import Counter
 from pathlib import Path
@@ -95,11 +98,15 @@ class Server:
         self.port = server_port()
         core = args.server_core
         env = dict(os.environ)
-        if kind == "ours":
+        cwd = REPO
+        if kind in ("ours", "before"):
             argv = [sys.executable, "-m", "gameserver.cli", "serve", "--host", "127.0.0.1", "--port",
                     str(self.port), "--data", str(work / "data"), "--log-level", "WARNING"]
-            if args.config:
+            if args.config and kind == "ours":
                 argv += ["--config", args.config]
+            if kind == "before":   # the same server from another checkout (e.g. main), same run
+                cwd = Path(args.before).resolve()
+                env["PYTHONPATH"] = str(cwd)
         elif kind == "bare":
             argv = [sys.executable, "-m", "loadtest.bare_server", "--port", str(self.port)]
         else:
@@ -107,9 +114,9 @@ class Server:
             env["NODE_PATH"] = str(modules)
             argv = ["node", str(REPO / "loadtest" / "bare_server.mjs"), "--port", str(self.port)]
         self.log = (work / f"{kind}.log").open("wb")
-        self.proc = subprocess.Popen(pinned(core, argv), cwd=REPO, env=env, stdout=self.log,
+        self.proc = subprocess.Popen(pinned(core, argv), cwd=cwd, env=env, stdout=self.log,
                                      stderr=subprocess.STDOUT)
-        if kind == "ours":
+        if kind in ("ours", "before"):
             wait_healthy(self.port, self.proc)
         else:
             wait_listening(self.port, self.proc)
@@ -183,6 +190,40 @@ def pyspy_top(raw: Path, n: int = 20) -> dict[str, list[tuple[str, float]]]:
             "inclusive": [(fn, 100.0 * c / total) for fn, c in incl.most_common(n)]}
 
 
+class HealthPoller:
+    """Samples ours' /health twice a second in a thread while the window is open (admission state, lag)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.samples: list[dict[str, Any]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2) as resp:
+                    self.samples.append(json.loads(resp.read()))
+            except urllib.error.HTTPError as exc:   # 503 while degraded: the body still says why
+                self.samples.append(json.loads(exc.read()))
+            except (OSError, ValueError):
+                self.samples.append({"status": "no answer"})
+
+    def stop(self) -> dict[str, Any]:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        adm = [s["admission"] for s in self.samples if "admission" in s]
+        lags = sorted(a.get("median_tick_lag", 0.0) for a in adm)
+        busy = sorted(a.get("loop_busy", 0.0) for a in adm)
+        states = Counter(s.get("status", "?") for s in self.samples)
+        nan = float("nan")
+        return {"health": dict(states), "median_lag_ms_p50": lags[len(lags) // 2] if lags else nan,
+                "median_lag_ms_max": lags[-1] if lags else nan,
+                "loop_busy_p50": busy[len(busy) // 2] if busy else nan,
+                "loop_busy_max": busy[-1] if busy else nan}
+
+
 def run_once(kind: str, scenario: str, players: int, args: argparse.Namespace,
              modules: Path | None) -> dict[str, Any]:
     import psutil
@@ -203,22 +244,26 @@ def run_once(kind: str, scenario: str, players: int, args: argparse.Namespace,
         result: dict[str, Any] = {}
         cpu = rss = 0.0
         m0 = m1 = None
+        poller: HealthPoller | None = None
         for line in gen.stdout:  # bounded: the generator ends after its ramp, settle and window
             line = line.strip()
             if line == "MEASURE_START":
                 sproc.cpu_percent(None)
-                m0 = scrape(server.port) if kind == "ours" else None
+                m0 = scrape(server.port) if kind in ("ours", "before") else None
+                poller = HealthPoller(server.port) if kind == "ours" else None
                 if args.pyspy and kind == "ours":
                     spy = pyspy_start(sproc.pid, Path(args.pyspy) / f"{scenario}-{players}.raw", args.seconds,
                                       args.gen_core)
             elif line == "MEASURE_END":
                 cpu = sproc.cpu_percent(None)
                 rss = sproc.memory_info().rss / 2**20
-                m1 = scrape(server.port) if kind == "ours" else None
+                m1 = scrape(server.port) if kind in ("ours", "before") else None
+                if poller is not None:
+                    result["health_window"] = poller.stop()
             elif line.startswith("{"):
-                result = json.loads(line)
+                result.update(json.loads(line))
         gen.wait(timeout=60)
-        if not result:
+        if "scenario" not in result:
             raise RuntimeError(f"{kind}: the generator printed no result (exit {gen.returncode})")
         result.update({"server": kind, "server_cpu": cpu, "server_rss_mb": rss, "load_avg": os.getloadavg()})
         if m0 is not None and m1 is not None:
@@ -299,6 +344,9 @@ ROWS: dict[str, list[tuple[str, str, bool]]] = {
 }
 
 
+RATIOS = (("ours", "bare"), ("before", "bare"), ("ours", "before"))
+
+
 def report(scenario: str, players: int, results: list[dict[str, Any]], args: argparse.Namespace) -> str:
     for r in results:
         r["refused"] = sum(r.get("refusals", {}).values())
@@ -308,13 +356,14 @@ def report(scenario: str, players: int, results: list[dict[str, Any]], args: arg
              "storm": f"storm, {args.storm} first logins at {args.rate:g}/s into town, "
                       f"{args.residents} walkers in forest",
              "overload": f"overload, {players} walkers at {args.rate:g} connects/s into forest"}[scenario]
-    lines = [f"== {title}; load average {la[0]:.2f} {la[1]:.2f} {la[2]:.2f} ==",
-             f"{'':32}" + "".join(f"{k:>12}" for k in kinds) + ("    ours/bare" if "bare" in kinds else "")]
     by = {r["server"]: r for r in results}
+    pairs = [(a, b) for a, b in RATIOS if a in by and b in by]
+    header = "".join(f"{k:>12}" for k in kinds) + "".join(f"{a + '/' + b:>13}" for a, b in pairs)
+    lines = [f"== {title}; load average {la[0]:.2f} {la[1]:.2f} {la[2]:.2f} ==", f"{'':32}{header}"]
     for label, key, with_ratio in ROWS[scenario]:
         row = f"{label:32}" + "".join(f"{_fmt(r.get(key)):>12}" for r in results)
-        if with_ratio and "ours" in by and "bare" in by:
-            row += f"{_ratio(by['ours'].get(key), by['bare'].get(key)):>13}"
+        if with_ratio:
+            row += "".join(f"{_ratio(by[a].get(key), by[b].get(key)):>13}" for a, b in pairs)
         lines.append(row)
     for r in results:
         if r.get("server_counters"):
@@ -322,6 +371,11 @@ def report(scenario: str, players: int, results: list[dict[str, Any]], args: arg
             lines.append(f"  {r['server']} in the window: {c['ticks']:.0f} ticks, {c['overruns']:.0f} "
                          f"overruns, {c['tick_frames']:.0f} tick frames written, {c['coalesced']:.0f} "
                          f"coalesced, {c['refused']:.0f} logins refused")
+        if r.get("health_window"):
+            h = r["health_window"]
+            lines.append(f"  {r['server']} /health in the window: {h['health']}, median tick lag p50 "
+                         f"{h['median_lag_ms_p50']:.1f} ms, max {h['median_lag_ms_max']:.1f} ms; loop busy "
+                         f"p50 {h.get('loop_busy_p50', 0):.2f}, max {h.get('loop_busy_max', 0):.2f}")
         if r.get("failures") or r.get("refusals"):
             lines.append(f"  {r['server']}: failures {r.get('failures')} refusals {r.get('refusals')}")
         lines += [f"  {r['server']}: {e}" for e in r.get("errors", [])[:3]]
@@ -346,6 +400,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--settle-max", type=float, default=60.0)
     p.add_argument("--timeout", type=float, default=10.0)
     p.add_argument("--config", default=None, help="config file for ours (default: none = default config)")
+    p.add_argument("--before", default=None, help="checkout dir of an older version: server kind 'before' "
+                   "(e.g. --servers ours,before,bare --before /tmp/main)")
     p.add_argument("--server-core", default="0")
     p.add_argument("--gen-core", default="1")
     p.add_argument("--pyspy", default=None, help="dir: record ours with py-spy during the window")

@@ -167,6 +167,9 @@ class Player(RawWs):
         if state == "refused":
             if now >= self.retry_at:
                 self.login()
+            elif now >= self.next_ping:   # keep the socket from the idle timeout while waiting
+                self.next_ping = now + PING_EVERY
+                self.send({"t": "ping", "rid": 3})
             return
         if state != "walking" and state != "done":
             return
