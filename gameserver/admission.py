@@ -9,7 +9,9 @@ Two gates, both answered with an ``error`` carrying ``retry_after`` (seconds), n
   does not get the CPU it needs, e.g. other processes on the core). Once shut for overload the door opens
   again only after ``limits.overload_recover`` seconds of calm: loop busy at least 0.1 below its limit and
   the lag at most half of its limit (hysteresis: a door that flaps admits a burst of the waiting players,
-  then chokes on it). Players already admitted keep playing; only arrivals are turned away.
+  then chokes on it). Players already admitted keep playing; only arrivals are turned away. The session
+  cap is soft by the logins already past their second check (hashing or storing the character: one or
+  two at a time).
 * ``LoginQueue`` in front of the secret hashing (``gameserver.auth.SecretHasher``): at most ``slots`` hash
   jobs run at once, the others wait in arrival order; when ``limits.login_queue`` logins already wait, or
   the expected wait is over ``limits.login_max_wait`` seconds, the new one gets ``busy`` with the

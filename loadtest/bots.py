@@ -29,6 +29,7 @@ from typing import Any
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from shared.client import ConnectionLost, GameClient, ServerError
+from shared.retry import refusal_delay
 
 log = logging.getLogger("loadtest.bots")
 
@@ -73,6 +74,7 @@ class BotStats:
     resumes: int = 0
     relogins: int = 0
     drops: int = 0
+    refused: int = 0  # logins the server turned away (busy / server_full) that the bot waited out
     sent: int = 0
     received: int = 0
     attacks: int = 0
@@ -108,6 +110,7 @@ class BotReport:
     resumes: int
     relogins: int
     drops: int
+    refused: int
     errors: list[str]
 
     @property
@@ -134,6 +137,7 @@ class BotReport:
             resumes=sum(s.resumes for s in stats),
             relogins=sum(s.relogins for s in stats),
             drops=sum(s.drops for s in stats),
+            refused=sum(s.refused for s in stats),
             errors=[f"{s.name}: {e}" for s in stats for e in s.errors],
         )
 
@@ -147,7 +151,8 @@ class BotReport:
             f"{self.xp_gained} xp gained",
             f"chat: {self.chats} sent; ping: {self.pings} rtt p50 {self.rtt_p50_ms:.1f} ms "
             f"p99 {self.rtt_p99_ms:.1f} ms",
-            f"reconnects: {self.drops} drops, {self.resumes} resumed, {self.relogins} re-logins",
+            f"reconnects: {self.drops} drops, {self.resumes} resumed, {self.relogins} re-logins; "
+            f"logins refused (busy / server_full, waited out): {self.refused}",
             f"unexpected errors: {len(self.errors)}",
         ]
         lines += [f"  {e}" for e in self.errors[:20]]
@@ -203,11 +208,13 @@ class Bot:
     async def run(self) -> None:
         """Play until done; after a drop, resume (or log in again) with bounded, jittered backoff."""
         backoff = 0.5
+        refusals = 0
         try:
             while not self.done():
                 try:
                     await self._enter()
                     backoff = 0.5
+                    refusals = 0
                     await self._play()
                 except (TimeoutError, ConnectionError, OSError, ConnectionClosed, InvalidHandshake) as exc:
                     if self.done():
@@ -218,8 +225,14 @@ class Bot:
                     await self._sleep(backoff * (0.5 + self.rng.random()))
                     backoff = min(backoff * 2, 5.0)
                 except ServerError as exc:
-                    self.stats.error(f"{exc.code}: {exc.message}")
-                    await self._sleep(2.0)
+                    delay = refusal_delay(exc.code, exc.retry_after, refusals, self.rng)
+                    if delay is None:
+                        self.stats.error(f"{exc.code}: {exc.message}")
+                        delay = 2.0
+                    else:   # the server is full or busy: an answer, not a failure; come back later
+                        refusals += 1
+                        self.stats.refused += 1
+                    await self._sleep(delay)
         except Exception as exc:  # a bug in the bot: report it, never hang the run
             self.stats.error(f"{type(exc).__name__}: {exc}")
         finally:
@@ -251,7 +264,9 @@ class Bot:
         if client is None or client.token is None:
             if client is not None:
                 await self._close()
-            client = await GameClient.connect(self.cfg.url, binary=True, timeout=REQUEST_TIMEOUT)
+            left = max(0.0, min(30.0, self.cfg.deadline - time.monotonic()))
+            client = await GameClient.connect(self.cfg.url, binary=True, timeout=REQUEST_TIMEOUT,
+                                              retry_refused=left)   # waits out busy / server_full
             self.client = client
             await self._login(client)
         else:
@@ -274,7 +289,11 @@ class Bot:
         self.stats.online = True
 
     async def _login(self, client: GameClient) -> None:
-        await self._call(client.login(self.name, self.secret))
+        try:
+            await self._call(client.login(self.name, self.secret))
+        finally:
+            self.stats.refused += client.refusals   # refusals the client waited out on its own
+            client.refusals = 0
         self.stats.received += 1  # the joined after welcome
         self.stats.logins += 1
         self.stats.logged_in = True

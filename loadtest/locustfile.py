@@ -11,7 +11,9 @@ Every `tick` is reported as `tick_age` (receive time minus the tick's server `ts
 as `chat` (send to echo). Outcomes of `attack` that are normal game play (`out_of_range`, `cooldown`,
 `no_such_mob`) are successes of their own entries (`attack:out_of_range`, ...). Failures: `connect`
 (refused / handshake), `error:<code>` for any other error reply, `timeout:<request>` for a reply that never
-came, `bye:<reason>` and `closed:<code>` for sessions the server ended.
+came, `bye:<reason>` and `closed:<code>` for sessions the server ended. A login the server refuses with
+`busy` / `server_full` is its own success entry (`login:busy`, `login:server_full`): the user keeps its
+socket, pings, and logs in again after the server's `retry_after` x 1.0-1.5 (`shared.retry`).
 
 Options (also in the web UI): `--profile busy|casual` (locust's own option; or `--game-profile`, env
 GAME_PROFILE), `--room forest` (env GAME_ROOM;
@@ -35,6 +37,7 @@ from locust import User, events, task
 from loadtest.locust_client import Reactor, WSClient, WSClosed, tick_ts
 from loadtest.profiles import PROFILES, Profile, secret_for, select_profile, unique_name
 from shared.codec import decode_server, encode_raw
+from shared.retry import REFUSAL_CODES, refusal_delay
 
 NORMAL_ATTACK_ERRORS = frozenset({"out_of_range", "cooldown", "no_such_mob"})
 REQUEST_TIMEOUT = 10.0
@@ -90,6 +93,8 @@ class GamePlayer(User):
         self.room_joined = AsyncResult()
         self.next_connect = 0.0
         self.connect_failures = 0
+        self.refusals = 0  # busy / server_full answers in a row (reset once in)
+        self.refused_for: float | None = None  # delay the last login refusal asked for
         # world state
         self.you = -1
         self.x = self.y = 0.0
@@ -130,7 +135,13 @@ class GamePlayer(User):
         now = time.monotonic()
         if not self.ready:
             if now >= self.next_connect:
-                self._connect()
+                if self.ws is not None and not self.ws.closed:   # refused earlier: same socket
+                    self._enter()
+                else:
+                    self._connect()
+            elif self.ws is not None and now >= self.next_ping:   # waiting out a refusal: stay alive
+                self.next_ping = now + self.profile.ping_every
+                self._send({"t": "ping"})
             self.wait = 0.5
             return
         self._expire_pending(now)
@@ -252,9 +263,20 @@ class GamePlayer(User):
         self.ws = ws
         self.stopping = False
         Reactor.get().register(ws, self._on_frame, lambda exc, ws=ws: self._on_closed(ws, exc))
+        self._enter()
+
+    def _enter(self) -> None:
+        """Login and join on the open socket. A busy / server_full refusal keeps the socket and comes back
+        after the server's `retry_after` x 1.0-1.5 (`login:busy` / `login:server_full`: not failures)."""
         self.room_joined = AsyncResult()
+        self.refused_for = None
         welcome = self._call("login", {"t": "login", "name": self.name, "secret": self.secret})
         if welcome is None:
+            if self.refused_for is not None:
+                self.connect_failures = 0
+                self.next_connect = time.monotonic() + self.refused_for
+                self.next_ping = time.monotonic() + self.profile.ping_every
+                return
             self._teardown()
             return
         # the protocol sends `joined` (no rid) right after `welcome`: wait for it, so that our own join
@@ -272,6 +294,7 @@ class GamePlayer(User):
             return
         self.ready = True
         self.connect_failures = 0
+        self.refusals = 0
         self.last_move = time.monotonic()  # the server's speed limit counts from the join
         self._new_phase(self.last_move)
 
@@ -378,7 +401,14 @@ class GamePlayer(User):
             ms = (time.perf_counter() - t0) * 1000.0
             if t == "error":
                 code = msg.get("code", "?")
-                if name == "attack" and code in NORMAL_ATTACK_ERRORS:
+                if name == "login" and code in REFUSAL_CODES:   # the server's clear "not now"
+                    self._fire(f"login:{code}", ms, length)
+                    retry_after = msg.get("retry_after")
+                    self.refused_for = refusal_delay(
+                        code, float(retry_after) if isinstance(retry_after, int | float) else None,
+                        self.refusals, self.rng)
+                    self.refusals += 1
+                elif name == "attack" and code in NORMAL_ATTACK_ERRORS:
                     self._fire(f"attack:{code}", ms, length)
                     if code == "no_such_mob" and extra:
                         mob = self.mobs.get(int(extra))

@@ -171,3 +171,39 @@ async def _start_server_on(data_dir: Path, port: int) -> tuple[Any, int]:
         "host": "127.0.0.1", "port": port, "store": {"data_dir": str(data_dir), "durability": "flush"}})
     server = GameServer(config)
     return server, await server.start()
+
+
+async def test_bots_wait_out_a_full_server_without_errors(tmp_path: Path) -> None:
+    """3 bots, room for 2: the third is refused (server_full), waits, gets in when a place frees up."""
+    config = load_config(None, environ={}, overrides={
+        "host": "127.0.0.1", "port": 0, "store": {"data_dir": str(tmp_path / "data"), "durability": "flush"},
+        "limits": {"max_sessions": 2, "full_retry_after": 1.0},
+        "auth": {"grace_seconds": 0.5, "scrypt_n": 16}})
+    server = GameServer(config)
+    port = await server.start()
+    url = f"ws://127.0.0.1:{port}/ws"
+    stop = asyncio.Event()
+    try:
+        cfg = BotConfig(url=url, room="forest", seed=5, deadline=time.monotonic() + 25)
+        bots = [Bot(i, cfg, stop) for i in range(3)]
+        tasks = [asyncio.create_task(b.run()) for b in bots[:2]]
+        for _ in range(100):
+            if all(b.stats.online for b in bots[:2]):
+                break
+            await asyncio.sleep(0.05)
+        third = asyncio.create_task(bots[2].run())
+        await asyncio.sleep(2.5)
+        assert not bots[2].stats.logged_in and bots[2].stats.errors == []
+        bots[0].stop = asyncio.Event()
+        bots[0].stop.set()                      # one leaves; its session ends after the 0.5 s grace
+        for _ in range(200):
+            if bots[2].stats.online:
+                break
+            await asyncio.sleep(0.05)
+        assert bots[2].stats.online and bots[2].stats.refused >= 1
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*tasks, third), 15)
+        assert [b.stats.errors for b in bots] == [[], [], []]
+    finally:
+        stop.set()
+        await asyncio.wait_for(server.stop(), 30)

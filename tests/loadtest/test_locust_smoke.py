@@ -141,6 +141,40 @@ def test_locust_headless_100_users_no_failures(tmp_path: Path) -> None:
         server_log.close()
 
 
+@pytest.mark.slow
+def test_locust_users_refused_by_a_full_server_wait_it_out_without_failures(tmp_path: Path) -> None:
+    """40 users, room for 15: the rest get `login:server_full` (not a failure) and keep retrying."""
+    port = free_port()
+    env = dict(os.environ, PYTHONUNBUFFERED="1", GAMESERVER_LIMITS__MAX_SESSIONS="15",
+               GAMESERVER_LIMITS__FULL_RETRY_AFTER="1.0")
+    server_log = (tmp_path / "server.log").open("wb")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gameserver.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+         "--data", str(tmp_path / "data")],
+        cwd=REPO, env=env, stdout=server_log, stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_healthy(port, server)
+        csv_prefix = tmp_path / "run"
+        locust = subprocess.run(
+            [sys.executable, "-m", "locust", "-f", str(REPO / "loadtest" / "locustfile.py"), "--headless",
+             "-u", "40", "-r", "40", "-t", "12s", "--stop-timeout", "3", "--host", f"ws://127.0.0.1:{port}",
+             "--csv", str(csv_prefix), "--only-summary", "--loglevel", "WARNING"],
+            cwd=REPO, env=dict(os.environ, GAME_PROFILE="casual"), capture_output=True, text=True, timeout=90,
+        )
+        stats = read_stats(Path(f"{csv_prefix}_stats.csv"))
+        report = "\n".join(f"{n}: {r['Request Count']} requests, {r['Failure Count']} failed"
+                           for n, r in stats.items())
+        assert int(stats["Aggregated"]["Failure Count"]) == 0, report
+        # the cap is checked when a login starts and when its hashing starts: one in flight may pass
+        assert 15 <= int(stats["login"]["Request Count"]) <= 17, report
+        assert int(stats["login:server_full"]["Request Count"]) >= 25, report   # each of 25 refused, retrying
+        assert locust.returncode == 0, locust.stderr[-3000:]
+    finally:
+        stop_process(server)
+        server_log.close()
+
+
 def test_bench_server_room_sizes_and_histogram_quantiles() -> None:
     from loadtest.bench_server import hist_quantile, room_side
 
