@@ -8,6 +8,12 @@ Starts the server (`taskset -c 0`, fresh embedded datastore in a temp dir), then
 psutil, messages in/out from /metrics) and locust's current percentiles (ping round trip, tick age).
 It stops after the first step whose p99 tick age exceeds `--max-tick-age` ms or that had failures, then
 writes a Markdown table to `--out` (docs/capacity.md) and a chart to `--png` (docs/capacity.png).
+
+Before the staircase, a fast-ramp step on its own fresh server (`--fast-ramp 2000 --fast-rate 200`: the
+README's `-u 2000 -r 200`) shows what a crowd arriving at once gets. Every step also counts the tick
+frames that arrived (locust's `tick_age` entries in the window) against users x tick rate x window (every
+area changes every tick with hundreds of players per room), not only the age of those that arrived, and
+the logins the server refused (`login:busy`, `login:server_full`: not failures, the users retry).
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from pathlib import Path
 
 import psutil
 
-from loadtest.procs import free_port, pinned, stop_process, wait_healthy
+from loadtest.procs import pinned, raise_fd_limit, server_port, stop_process, wait_healthy
 
 REPO = Path(__file__).resolve().parents[1]
 LOCUSTFILE = REPO / "loadtest" / "locustfile.py"
@@ -51,6 +57,9 @@ class StepResult:
     server_rss_mb: float
     failures: int
     note: str = ""
+    delivered_pct: float | None = None  # tick frames received / (users x tick rate x window)
+    refused: int = 0  # logins answered busy / server_full in the window
+    rate: float = 0.0  # spawn rate of the step (users/s)
 
 
 def start_server(
@@ -128,10 +137,15 @@ def _sleep_until(t: float, locust: subprocess.Popen) -> bool:
     return True
 
 
-def run_capacity(args: argparse.Namespace) -> list[StepResult]:
-    steps = [n for n in args.steps if n <= args.max_players]
+def _count(rows: dict[str, dict[str, str]], name: str) -> float:
+    return _num(rows.get(name), "Total Request Count")
+
+
+def run_capacity(args: argparse.Namespace, steps: list[int], rate: float, stop_on_note: bool = True,
+                 label: str = "") -> list[StepResult]:
+    """One locust run against one fresh server, climbing ``steps`` at ``rate`` users/s."""
     work = Path(tempfile.mkdtemp(prefix="capacity-"))
-    port = free_port()
+    port = server_port()
     server = start_server(port, work / "data", args.config, args.server_core, work / "server.log")
     results: list[StepResult] = []
     locust: subprocess.Popen | None = None
@@ -144,7 +158,7 @@ def run_capacity(args: argparse.Namespace) -> list[StepResult]:
                 proc = children[0]
         prefix = work / "run"
         env = dict(os.environ, CAPACITY_STEPS=",".join(map(str, steps)),
-                   CAPACITY_STEP_SECONDS=str(args.step_seconds), CAPACITY_SPAWN_RATE=str(args.spawn_rate))
+                   CAPACITY_STEP_SECONDS=str(args.step_seconds), CAPACITY_SPAWN_RATE=str(rate))
         argv = [sys.executable, "-m", "locust", "-f", f"{LOCUSTFILE},{SHAPE}", "--headless",
                 "--host", f"ws://127.0.0.1:{port}", "--csv", str(prefix), "--csv-full-history",
                 "--game-profile", args.profile, "--room", args.room, "--only-summary",
@@ -166,6 +180,7 @@ def run_capacity(args: argparse.Namespace) -> list[StepResult]:
             if not _sleep_until(step_end - args.window, locust):
                 break
             c0 = scrape_counters(port)
+            rows0 = latest_rows(history)
             proc.cpu_percent(None)
             w0 = time.monotonic()
             if not _sleep_until(step_end, locust):
@@ -177,9 +192,12 @@ def run_capacity(args: argparse.Namespace) -> list[StepResult]:
             rows = latest_rows(history)
             failures = _failures(rows) - failures_before
             failures_before += failures
+            users = int(_num(rows.get("Aggregated"), "User Count"))
+            frames = _count(rows, "tick_age") - _count(rows0, "tick_age")
+            refused = sum(_count(rows, n) - _count(rows0, n) for n in ("login:busy", "login:server_full"))
             res = StepResult(
                 players=players,
-                users_seen=int(_num(rows.get("Aggregated"), "User Count")),
+                users_seen=users,
                 msgs_in_s=(c1["in"] - c0["in"]) / dt if c0 and c1 else None,
                 msgs_out_s=(c1["out"] - c0["out"]) / dt if c0 and c1 else None,
                 rtt_p50=_num(rows.get("ping"), "50%"),
@@ -189,6 +207,9 @@ def run_capacity(args: argparse.Namespace) -> list[StepResult]:
                 server_cpu=cpu,
                 server_rss_mb=rss,
                 failures=failures,
+                delivered_pct=100.0 * frames / (users * args.tick_rate * dt) if users else None,
+                refused=int(refused),
+                rate=rate,
             )
             if res.tick_age_p99 > args.max_tick_age:
                 res.note = f"p99 tick age > {args.max_tick_age:g} ms"
@@ -198,9 +219,11 @@ def run_capacity(args: argparse.Namespace) -> list[StepResult]:
                 res.note = (res.note + "; " if res.note else "") + "/metrics did not answer"
             if res.users_seen < players * 0.98:
                 res.note = (res.note + "; " if res.note else "") + f"only {res.users_seen} users running"
+            if label:
+                res.note = label + ("; " + res.note if res.note else "")
             results.append(res)
             print(format_row(res), flush=True)
-            if res.note:
+            if res.note and stop_on_note:
                 break
     finally:
         if locust is not None:
@@ -213,8 +236,9 @@ def run_capacity(args: argparse.Namespace) -> list[StepResult]:
     return results
 
 
-HEADER = ("| players | msgs/s in | msgs/s out | rtt p50 ms | rtt p99 ms | tick age p50 ms | tick age p99 ms "
-          "| server CPU % | server RSS MB | failures | note |")
+HEADER = ("| players | spawn/s | msgs/s in | msgs/s out | rtt p50 ms | rtt p99 ms | tick age p50 ms "
+          "| tick age p99 ms | tick frames delivered % | server CPU % | server RSS MB | refused logins "
+          "| failures | note |")
 
 
 def _rate(v: float | None) -> str:
@@ -222,12 +246,15 @@ def _rate(v: float | None) -> str:
 
 
 def format_row(r: StepResult) -> str:
-    return (f"| {r.players} | {_rate(r.msgs_in_s)} | {_rate(r.msgs_out_s)} | {r.rtt_p50:.0f} | "
-            f"{r.rtt_p99:.0f} | {r.tick_age_p50:.0f} | {r.tick_age_p99:.0f} | {r.server_cpu:.0f} | "
-            f"{r.server_rss_mb:.0f} | {r.failures} | {r.note} |")
+    delivered = "n/a" if r.delivered_pct is None else f"{r.delivered_pct:.1f}"
+    return (f"| {r.players} | {r.rate:g} | {_rate(r.msgs_in_s)} | {_rate(r.msgs_out_s)} | {r.rtt_p50:.0f} | "
+            f"{r.rtt_p99:.0f} | {r.tick_age_p50:.0f} | {r.tick_age_p99:.0f} | {delivered} | "
+            f"{r.server_cpu:.0f} | {r.server_rss_mb:.0f} | {r.refused} | {r.failures} | {r.note} |")
 
 
 def summary(results: list[StepResult], max_tick_age: float) -> str:
+    """The staircase's highest passing step (fast-ramp rows, noted ``fast ramp``, are not steps of it)."""
+    results = [r for r in results if not r.note.startswith("fast ramp")]
     good = [r for r in results if not r.note]
     if not good:
         return "No step passed (p99 tick age within the limit and zero failures)."
@@ -254,16 +281,20 @@ def write_report(results: list[StepResult], args: argparse.Namespace, command: s
         f"`{args.profile}`, rooms `{args.room}`, {args.step_seconds:g} s per step, spawn rate "
         f"{args.spawn_rate:g}/s, measured over the last {args.window:g} s of each step. Server pinned to "
         f"core {args.server_core}, locust ({args.workers} worker process(es)) pinned to core "
-        f"{args.locust_core}.",
+        f"{args.locust_core}; load average at the end {os.getloadavg()[0]:.2f} (the box is shared: figures "
+        "near saturation swing from run to run).",
         "",
         f"    {command}",
         "",
         "Round trip = `ping` request to `pong` reply; tick age = receive time minus the tick's server `ts`;",
         "msgs/s = the server's `gameserver_messages_in/out` counters; percentiles are locust's over the",
-        "window.",
+        "window. Tick frames delivered = `tick_age` entries in the window / (users x tick rate x window).",
+        "Refused logins = `login:busy` + `login:server_full` answers in the window (admission control: the",
+        "users wait `retry_after` and try again; not failures). The first row (fast ramp) is its own run on",
+        "a fresh server: the README's `-u 2000 -r 200`.",
         "",
         HEADER,
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         *[format_row(r) for r in results],
         "",
         summary(results, args.max_tick_age),
@@ -315,6 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--step-seconds", type=float, default=40.0)
     p.add_argument("--window", type=float, default=10.0, help="seconds measured at the end of each step")
     p.add_argument("--spawn-rate", type=float, default=100.0)
+    p.add_argument("--fast-ramp", type=int, default=2000, help="users of the fast-ramp step (0: skip it)")
+    p.add_argument("--fast-rate", type=float, default=200.0, help="spawn rate of the fast-ramp step")
+    p.add_argument("--tick-rate", type=float, default=20.0, help="the server's ticks per second")
     p.add_argument("--workers", type=int, default=1, help="locust worker processes (0 = no --processes)")
     p.add_argument("--max-tick-age", type=float, default=250.0, help="ms; stop after a step above this")
     p.add_argument("--server-core", default="0")
@@ -332,13 +366,18 @@ def main(argv: list[str] | None = None) -> int:
         print("--window must be shorter than --step-seconds - 2", file=sys.stderr)
         return 2
     command = "python -m loadtest.capacity " + " ".join(argv if argv is not None else sys.argv[1:])
+    raise_fd_limit()
     print(HEADER, flush=True)
-    results = run_capacity(args)
+    results: list[StepResult] = []
+    if args.fast_ramp > 0:
+        results += run_capacity(args, [args.fast_ramp], args.fast_rate, stop_on_note=False, label="fast ramp")
+    results += run_capacity(args, [n for n in args.steps if n <= args.max_players], args.spawn_rate)
     if not results:
         print("no step completed", file=sys.stderr)
         return 1
     write_report(results, args, command.strip())
-    write_chart(results, args.png, f"{args.profile} players vs latency ({args.room})")
+    write_chart([r for r in results if not r.note.startswith("fast ramp")], args.png,
+                f"{args.profile} players vs latency ({args.room})")
     print(f"wrote {args.out} and {args.png}")
     return 0
 
