@@ -192,3 +192,17 @@ def test_capacity_summary_names_the_highest_passing_step() -> None:
     bad = StepResult(2000, 1990, None, None, 90, 300, 20, 400, 99, 90, 3, "3 failures")
     assert "**1000 players**" in summary([ok, bad], 250) and "Stopped at 2000" in summary([ok, bad], 250)
     assert "| n/a | n/a |" in format_row(bad)
+
+
+def test_capacity_report_keeps_the_hand_written_part_after_the_marker(tmp_path: Path) -> None:
+    from loadtest.capacity import GENERATED_END, StepResult, build_parser, write_report
+
+    out = tmp_path / "capacity.md"
+    out.write_text("# old table" + GENERATED_END + "\n## Notes written by hand\n")
+    args = build_parser().parse_args(["--out", str(out)])
+    row = StepResult(500, 500, 1.0, 2.0, 1, 5, 2, 9, 50, 70, 0, delivered_pct=99.5, refused=3, rate=50,
+                     admitted=480)
+    write_report([row], args, "python -m loadtest.capacity")
+    text = out.read_text()
+    assert "# old table" not in text and text.endswith(GENERATED_END + "\n## Notes written by hand\n")
+    assert "| 500 | 480 | 50 |" in text and "| 99.5 |" in text and "| 3 | 0 |" in text
