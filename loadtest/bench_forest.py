@@ -344,7 +344,7 @@ ROWS: dict[str, list[tuple[str, str, bool]]] = {
 }
 
 
-RATIOS = (("ours", "bare"), ("before", "bare"), ("ours", "before"))
+RATIOS = (("ours", "bare"), ("before", "bare"), ("ours", "before"), ("ours", "node"))
 
 
 def report(scenario: str, players: int, results: list[dict[str, Any]], args: argparse.Namespace) -> str:
