@@ -52,7 +52,7 @@ class LimitsConfig(_Section):
                                 "(a burst of reconnects after a restart must not time out)")
     # admission of new logins (gameserver.admission): refused with error server_full / busy + retry_after
     max_sessions: int = Field(5000, ge=1, description="sessions (attached or in grace); more: server_full")
-    max_loop_busy: float = Field(0.7, ge=0, le=1, description="share of the last second the event loop "
+    max_loop_busy: float = Field(0.75, ge=0, le=1, description="share of the last second the event loop "
                                  "thread was on the CPU over which new logins get server_full; 0 disables")
     max_tick_lag: float = Field(0.02, ge=0, description="median tick lag (s, worst room, last second) over "
                                 "which new logins get server_full; 0 disables")
