@@ -5,8 +5,9 @@ Two gates, both answered with an ``error`` carrying ``retry_after`` (seconds), n
 * ``Admission.check()`` at the start of a login, before any work, and again when the login's turn for
   hashing comes: ``server_full`` while the server holds ``limits.max_sessions`` sessions, or while it is
   overloaded: the event loop thread used more than ``limits.max_loop_busy`` of the last second on the CPU,
-  or the median tick lag of the worst room over the last second is above ``limits.max_tick_lag`` (the loop
-  does not get the CPU it needs, e.g. other processes on the core). Once shut for overload the door opens
+  or the loop runs its timers late: the median tick lag of the last second, of the least late room, is
+  above ``limits.max_tick_lag`` (the loop does not get the CPU it needs, e.g. other processes on the
+  core). Once shut for overload the door opens
   again only after ``limits.overload_recover`` seconds of calm: loop busy at least 0.1 below its limit and
   the lag at most half of its limit (hysteresis: a door that flaps admits a burst of the waiting players,
   then chokes on it). Players already admitted keep playing; only arrivals are turned away. The session
@@ -191,12 +192,15 @@ class LoopLoad:
             self._task = None
 
 
-def worst_median_lag(windows: Iterable[Iterable[float]]) -> float:
-    """Max over rooms of the median tick lag of its recent window (0 without rooms or ticks).
+def loop_lag(windows: Iterable[Iterable[float]]) -> float:
+    """How late the event loop runs its timers: the least late room's median tick lag over its recent
+    window (0 without rooms or ticks).
 
-    The median, not the max: one late tick (a GC pause) is not overload; half the ticks late is.
+    The median, not the max: one late tick (a GC pause) is not overload; half the ticks late is. The least
+    late room, not the worst: rooms tick in the same phase, so the room served last waits for the others'
+    tick work every period even on an idle loop; when the loop itself is late, every room is.
     """
-    return max((statistics.median(w) for w in (list(w) for w in windows) if w), default=0.0)
+    return min((statistics.median(w) for w in (list(w) for w in windows) if w), default=0.0)
 
 
 class Admission:

@@ -25,7 +25,7 @@ import time
 import uuid
 from typing import Any
 
-from .admission import Admission, Refused, worst_median_lag
+from .admission import Admission, Refused, loop_lag
 from .characters import Character, CharacterStore
 from .cluster import Backend, ClusterNode
 from .cluster.local import LocalRanking
@@ -78,7 +78,7 @@ class GameServer:
             raise ConfigError(f"invalid room configuration: {exc}") from None
         self._spawn = {name: r.spawn for name, r in self.runners.items()}
         self.admission = Admission(config, self.metrics, lambda: len(self.registry),
-                                   lambda: worst_median_lag(r.lags for r in self.runners.values()))
+                                   lambda: loop_lag(r.lags for r in self.runners.values()))
 
     # -- start / stop --------------------------------------------------------------------------------
     async def start(self) -> int:

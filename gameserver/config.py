@@ -54,8 +54,8 @@ class LimitsConfig(_Section):
     max_sessions: int = Field(5000, ge=1, description="sessions (attached or in grace); more: server_full")
     max_loop_busy: float = Field(0.75, ge=0, le=1, description="share of the last second the event loop "
                                  "thread was on the CPU over which new logins get server_full; 0 disables")
-    max_tick_lag: float = Field(0.02, ge=0, description="median tick lag (s, worst room, last second) over "
-                                "which new logins get server_full; 0 disables")
+    max_tick_lag: float = Field(0.02, ge=0, description="median tick lag (s, last second, least late room) "
+                                "over which new logins get server_full; 0 disables")
     overload_recover: float = Field(3.0, ge=0, description="after overload, refuse until the load was this "
                                     "many seconds below the low marks (loop busy - 0.1, half the lag)")
     full_retry_after: float = Field(5.0, gt=0, description="retry_after (s) sent with server_full")
