@@ -71,7 +71,7 @@ class SecretHasher:
     """Hash / verify secrets on a small dedicated pool of low-priority threads, optionally behind a gate
     (``gate.run(job)``: the admission's bounded queue)."""
 
-    def __init__(self, threads: int = 1, nice: int = 10, gate: Gate | None = None) -> None:
+    def __init__(self, threads: int = 1, nice: int = 5, gate: Gate | None = None) -> None:
         self.threads = threads
         self.gate = gate
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="secret-hash",

@@ -73,7 +73,7 @@ class AuthConfig(_Section):
     scrypt_r: int = Field(8, ge=1)
     scrypt_p: int = Field(1, ge=1)
     hash_threads: int = Field(1, ge=1, le=32, description="dedicated hashing threads (logins hashed at once)")
-    hash_nice: int = Field(10, ge=0, le=19, description="nice value of the hashing threads (Linux): the "
+    hash_nice: int = Field(5, ge=0, le=19, description="nice value of the hashing threads (Linux): the "
                            "event loop wins the core, hashing gets what is left")
 
     @model_validator(mode="after")
