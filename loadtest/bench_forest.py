@@ -177,9 +177,7 @@ def pyspy_top(raw: Path, n: int = 20) -> dict[str, list[tuple[str, float]]]:
         if not stack or not count.isdigit():
             continue
         k = int(count)
-        frames = [_function(f) for f in stack.split(";")[1:]]  # first: the thread
-        if not frames:
-            continue
+        frames = [_function(f) for f in stack.split(";")]   # root first, the running function last
         total += k
         own[frames[-1]] += k
         for fn in set(frames):

@@ -41,9 +41,9 @@ def test_server_ports_stay_below_the_ephemeral_range() -> None:
 
 def test_pyspy_top_counts_self_and_inclusive_time_per_function(tmp_path: Path) -> None:
     raw = tmp_path / "x.raw"
-    raw.write_text("thread (1);main (a.py:1);tick (b.py:10);send (c.py:5) 30\n"
-                   "thread (1);main (a.py:2);tick (b.py:11) 10\n"
-                   "thread (1);main (a.py:1);read (d.py:3) 60\n")
+    raw.write_text("main (a.py:1);tick (b.py:10);send (c.py:5) 30\n"
+                   "main (a.py:2);tick (b.py:11) 10\n"
+                   "main (a.py:1);read (d.py:3) 60\n")
     top = pyspy_top(raw)
     assert dict(top["self"]) == {"read (d.py)": 60.0, "send (c.py)": 30.0, "tick (b.py)": 10.0}
     assert dict(top["inclusive"])["main (a.py)"] == 100.0 and dict(top["inclusive"])["tick (b.py)"] == 40.0
