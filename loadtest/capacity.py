@@ -11,8 +11,8 @@ writes a Markdown table to `--out` (docs/capacity.md) and a chart to `--png` (do
 
 Before the staircase, a fast-ramp step on its own fresh server (`--fast-ramp 2000 --fast-rate 200`: the
 README's `-u 2000 -r 200`) shows what a crowd arriving at once gets. Every step also counts the tick
-frames that arrived (locust's `tick_age` entries in the window) against users x tick rate x window (every
-area changes every tick with hundreds of players per room), not only the age of those that arrived, and
+frames that arrived (locust's rate of `tick_age` entries) against admitted players x tick rate (every area
+changes every tick with hundreds of players per room), not only the age of those that arrived, and
 the logins the server refused (`login:busy`, `login:server_full`: not failures, the users retry).
 """
 
@@ -57,7 +57,7 @@ class StepResult:
     server_rss_mb: float
     failures: int
     note: str = ""
-    delivered_pct: float | None = None  # tick frames received / (users x tick rate x window)
+    delivered_pct: float | None = None  # tick frames received per second / (admitted x tick rate)
     refused: int = 0  # logins answered busy / server_full in the window
     rate: float = 0.0  # spawn rate of the step (users/s)
     admitted: int = 0  # sessions on the server (users the admission control let in)
@@ -199,7 +199,9 @@ def run_capacity(args: argparse.Namespace, steps: list[int], rate: float, stop_o
             users = int(_num(rows.get("Aggregated"), "User Count"))
             # players in rooms: the users the server let in (refused ones wait and get no ticks)
             admitted = min(c0["sessions"], c1["sessions"]) if c0 and c1 else float(users)
-            frames = _count(rows, "tick_age") - _count(rows0, "tick_age")
+            # locust's current rate of tick_age entries (its average over the last 10 s): the history rows
+            # themselves carry whole-second timestamps, too coarse to difference over a 10 s window
+            frames_s = _num(rows.get("tick_age"), "Requests/s")
             refused = sum(_count(rows, n) - _count(rows0, n) for n in ("login:busy", "login:server_full"))
             res = StepResult(
                 players=players,
@@ -213,7 +215,7 @@ def run_capacity(args: argparse.Namespace, steps: list[int], rate: float, stop_o
                 server_cpu=cpu,
                 server_rss_mb=rss,
                 failures=failures,
-                delivered_pct=100.0 * frames / (admitted * args.tick_rate * dt) if admitted else None,
+                delivered_pct=100.0 * frames_s / (admitted * args.tick_rate) if admitted else None,
                 admitted=int(admitted),
                 refused=int(refused),
                 rate=rate,
@@ -297,8 +299,8 @@ def write_report(results: list[StepResult], args: argparse.Namespace, command: s
         "",
         "Round trip = `ping` request to `pong` reply; tick age = receive time minus the tick's server `ts`;",
         "msgs/s = the server's `gameserver_messages_in/out` counters; percentiles are locust's over the",
-        "window. Admitted = the server's sessions (users let in); tick frames delivered = `tick_age`",
-        "entries in the window / (admitted x tick rate x window).",
+        "window. Admitted = the server's sessions (users let in); tick frames delivered = locust's rate of",
+        "`tick_age` entries (last 10 s) / (admitted x tick rate).",
         "Refused logins = `login:busy` + `login:server_full` answers in the window (admission control: the",
         "users wait `retry_after` and try again; not failures). The first row (fast ramp) is its own run on",
         "a fresh server: the README's `-u 2000 -r 200`.",
