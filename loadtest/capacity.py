@@ -270,8 +270,12 @@ def summary(results: list[StepResult], max_tick_age: float) -> str:
     if not good:
         return "No step passed (p99 tick age within the limit and zero failures)."
     best = good[-1]
-    text = (f"Highest passing step: **{best.players} players** (p99 tick age {best.tick_age_p99:.0f} ms <= "
-            f"{max_tick_age:g} ms, zero failures, server CPU {best.server_cpu:.0f} %).")
+    let_in = ""
+    if 0 < best.admitted < best.players:
+        let_in = f", {best.admitted} admitted, the rest refused and retrying"
+    text = (f"Highest passing step: **{best.players} players**{let_in} (p99 tick age "
+            f"{best.tick_age_p99:.0f} ms <= {max_tick_age:g} ms, zero failures, server CPU "
+            f"{best.server_cpu:.0f} %).")
     failed = [r for r in results if r.note]
     if failed:
         text += f" Stopped at {failed[0].players}: {failed[0].note}."
