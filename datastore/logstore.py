@@ -376,6 +376,10 @@ class LogStore:
             except OSError as exc:
                 raise _storage_error("fsync", exc) from exc
 
+    def all_synced(self) -> bool:
+        """True when every frame appended so far is written and fsynced (nothing buffered or pending)."""
+        return not self._buf and not self._sealed and all(s.size == s.synced for s in self.segments)
+
     def durable_sealed(self) -> list[Segment]:
         """Sealed segments whose every byte is on disk (candidates for compaction)."""
         return [s for s in self.segments if s is not self.active and s.synced == s.size]
