@@ -467,6 +467,11 @@ class Engine(Store):
             raise StoreClosedError("store is closed")
         return await compaction.compact(self._view, force=force)
 
+    async def confirm_read(self, rec: Record) -> None:
+        """fsync durability: a reader may see a write before its group commit; wait for that commit."""
+        if self._sync:
+            await self._log.sync()  # type: ignore[union-attr]
+
     async def sync(self) -> None:
         """Make every write so far durable (whatever the durability mode)."""
         if self._log is not None:
