@@ -38,8 +38,8 @@ import redis
 from loadtest.procs import free_port
 
 __all__ = [
-    "SLOTS", "Binaries", "RedisClusterServers", "RedisServer", "find_binaries", "free_port",
-    "node_clients", "redis_missing", "start_cluster", "start_server",
+    "SLOTS", "Binaries", "RedisClusterServers", "RedisServer", "find_binaries", "node_clients",
+    "redis_missing", "start_cluster", "start_server",
 ]
 
 SLOTS = 16384

@@ -6,11 +6,11 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
+from loadtest.procs import free_port
 from shared.client import GameClient
 
 from .conftest import SECRET, Raw
@@ -63,12 +63,6 @@ async def test_graceful_shutdown_sends_bye_and_persists(start_server, make_confi
     assert welcome["character"]["x"] == 525.0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 async def _start_cli(data: Path, port: int, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "GAMESERVER_AUTH__GRACE_SECONDS": "1", "GAMESERVER_PERSIST__FLUSH_INTERVAL": "0.3",
            "GAMESERVER_TOKEN_SECRET": "cli-secret-0123456789abcdef"}
@@ -88,7 +82,7 @@ async def _start_cli(data: Path, port: int, *extra: str) -> subprocess.Popen:
 
 
 async def test_cli_sigterm_graceful_and_sigkill_keeps_acknowledged_state(tmp_path):
-    port = _free_port()
+    port = free_port()
     proc = await _start_cli(tmp_path / "data", port)
     try:
         c = await GameClient.connect(f"ws://127.0.0.1:{port}/ws", binary=True)

@@ -33,8 +33,9 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from datastore import Key, open_store
 from shared.client import ConnectionLost, GameClient, ServerError
+from tests.support import SECRET
 
-from .conftest import SECRET, ServerProcess, server_config, sized
+from .conftest import ServerProcess, server_config, sized
 
 BOTS = sized("RELIABILITY_BOTS", 60, 300)
 KILLS = sized("RELIABILITY_KILLS", 5, 5)
