@@ -20,6 +20,7 @@ from datastore import (
     InvalidBinError,
     InvalidURLError,
     Key,
+    RecordTooBigError,
     StorageError,
     open_store,
     ops,
@@ -488,7 +489,7 @@ async def test_merge_size_is_checked_server_side(url: str) -> None:
     s = await open_store(url + "&max_record_bytes=100")
     try:
         await s.put(K, {"a": "x" * 60})
-        with pytest.raises(Exception) as info:
+        with pytest.raises(RecordTooBigError) as info:
             await s.put(K, {"b": "y" * 60})  # each fits alone, the merged record does not
         assert info.value.code == "record_too_big"
         assert (await s.get(K)).bins == {"a": "x" * 60}
