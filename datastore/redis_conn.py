@@ -55,6 +55,10 @@ TRYAGAIN_PAUSE = 0.05  # seconds
 REFRESH_MIN_GAP = 0.05  # seconds between two re-reads of the cluster's slot map
 STATS_SCAN_LIMIT = 100_000  # server_stats() counts records exactly up to this many keys, then estimates
 _REDIS_FAILURES = (RedisError, RedisClusterException, OSError)
+# What a call into redis-py may raise when the cluster changes under it: besides its own errors, seen
+# here: AttributeError from a connection that redis-py's failover handling disconnected while another task
+# was about to write to it. Every such failure is a StorageError, never a crash of the caller.
+_CALL_FAILURES = (Exception,)
 
 
 class Slots:
@@ -117,6 +121,39 @@ def _resp(*parts: bytes) -> bytes:
     return b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
 
 
+class NodeConnections:
+    """This link's own connections to cluster nodes, by address, for single-key commands.
+
+    Not shared with redis-py's cluster client: its failover handling disconnects the free connections of
+    its node pools while they can be handed out again, which left writes waiting on dead streams. How
+    many exist is bounded by the link's in-flight slots (each call holds one).
+    """
+
+    def __init__(self, kwargs: dict[str, Any], ssl: bool) -> None:
+        self._kwargs = kwargs
+        self._cls = aredis.SSLConnection if ssl else aredis.Connection
+        self._free: dict[tuple[str, int], list[Any]] = {}
+        self._all: list[Any] = []
+
+    def acquire(self, addr: tuple[str, int]) -> Any:
+        free = self._free.get(addr)
+        if free:
+            return free.pop()
+        conn = self._cls(host=addr[0], port=addr[1], **self._kwargs)
+        self._all.append(conn)
+        return conn
+
+    def release(self, addr: tuple[str, int], conn: Any) -> None:
+        self._free.setdefault(addr, []).append(conn)
+
+    async def close(self) -> None:
+        for conn in self._all:
+            with contextlib.suppress(*_REDIS_FAILURES):
+                await conn.disconnect()
+        self._all.clear()
+        self._free.clear()
+
+
 class RedisLink:
     """The connections of one store to one Redis server or cluster; build with ``await connect(target)``."""
 
@@ -143,6 +180,9 @@ class RedisLink:
         if target.cluster:
             self.client: Any = RedisCluster(**conn, retry=Retry(NoBackoff(), 0))
             self._pool: Any = None
+            own = {k: v for k, v in conn.items() if k in ("username", "password", "socket_timeout",
+                                                          "socket_connect_timeout")}
+            self._nodes = NodeConnections({**own, "retry": Retry(NoBackoff(), 0)}, target.ssl)
         else:
             self.client = aredis.Redis(**conn, retry=Retry(NoBackoff(), 0))
             self._pool = self.client.connection_pool
@@ -154,6 +194,7 @@ class RedisLink:
                        for name, sha in self.sha.items()}
         self._wait_ms = max(1, round(target.replica_timeout * 1000))  # WAIT 0 would block forever
         self._wait = _resp(b"WAIT", b"%d" % target.replicas, b"%d" % self._wait_ms)
+        self._load_all = b"".join(_resp(b"SCRIPT", b"LOAD", src.encode()) for src in SCRIPTS.values())
         self._refreshing: asyncio.Future[None] | None = None
         self._refreshed_at = 0.0
         self.counters = dict.fromkeys(("script_loads", "redis_errors", "redirects", "topology_refreshes",
@@ -181,6 +222,8 @@ class RedisLink:
         self.closed = True
         if self._refreshing is not None:
             self._refreshing.cancel()
+        if self._pool is None:
+            await self._nodes.close()
         with contextlib.suppress(*_REDIS_FAILURES):
             await self.client.aclose()
         if self._sync is not None:
@@ -189,7 +232,8 @@ class RedisLink:
             self._sync = None
 
     async def load_scripts(self) -> None:
-        """SCRIPT LOAD every script (cluster: on every primary)."""
+        """SCRIPT LOAD every script (cluster: on every primary; a promoted replica gets them on its first
+        NOSCRIPT, in the same write as the retried call)."""
         for name, src in SCRIPTS.items():
             sha = await self.client.script_load(src)
             if isinstance(sha, bytes):
@@ -207,7 +251,7 @@ class RedisLink:
                                 "may not have been applied)", in_doubt=True)
         return StorageError(f"redis: {type(exc).__name__}: {exc}")
 
-    # --- scripts -----------------------------------------------------------------------------------
+    # --- single-key commands: scripts and HGETALL ---------------------------------------------------
 
     async def script(self, name: str, rkey: bytes, arg: bytes, *, write: bool) -> tuple[Any, int | None]:
         """Run script ``name`` on the record ``rkey`` with its one argument.
@@ -217,124 +261,126 @@ class RedisLink:
         the caller knows from the reply whether the script wrote. Raises StorageError (``in_doubt`` when
         ``write`` and the command may have run).
         """
-        if self.closed:
-            raise StoreClosedError("store is closed")
         wait = write and self.replicas > 0
         cmd = self._heads[name] + b"$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(rkey), rkey, len(arg), arg)
         if wait:
             cmd += self._wait
-        n_replies = 2 if wait else 1
+        replies = await self._call(rkey, cmd, 2 if wait else 1, write=write, script=True)
+        if not wait:
+            return replies[0], None
+        acked = replies[1]  # an error reply to WAIT confirms nothing
+        return replies[0], acked if type(acked) is int else 0
+
+    async def hgetall(self, name: bytes) -> dict[bytes, bytes]:
+        """One record's hash (empty if absent), read from its master."""
+        flat = (await self._call(name, _resp(b"HGETALL", name), 1, write=False, script=False))[0]
+        if type(flat) is dict:  # RESP3
+            return flat
+        it = iter(flat)
+        return dict(zip(it, it, strict=True))
+
+    async def _call(self, rkey: bytes, cmd: bytes, n_replies: int, *, write: bool, script: bool) -> list[Any]:
+        """Send packed commands for one key to its master (cluster: following redirects); the replies.
+
+        The first reply is never an error reply: those raise (or, for NOSCRIPT / MOVED / ASK / TRYAGAIN,
+        are handled and the commands sent again). ``script``: a NOSCRIPT reply loads the scripts on
+        that connection, in the same write as the retried command.
+        """
+        if self.closed:
+            raise StoreClosedError("store is closed")
         slots = self.slots
         if slots.free:
             slots.free -= 1
         else:
             await slots.wait()
         try:
-            asking: tuple[str, int] | None = None
-            reloaded = False
+            target: tuple[str, int] | None = None  # where a MOVED / ASK sent us
+            prefix, skip = b"", 0
             for _ in range(MAX_REDIRECTS + 1):
                 if self.closed:
                     raise StoreClosedError("store is closed")
                 try:
                     if self._pool is not None:
-                        replies = await self._exchange_single(cmd, n_replies)
+                        replies = await self._exchange_single(prefix + cmd, skip + n_replies, skip)
                     else:
-                        replies = await self._exchange_cluster(rkey, cmd, n_replies, asking)
+                        replies = await self._exchange_cluster(rkey, prefix + cmd, skip + n_replies, skip,
+                                                               target)
                 except _Unsent as exc:
-                    if self.cluster:
-                        self._refresh_soon()
+                    self._refresh_soon()
                     raise self.error(exc.cause) from exc.cause
                 except BusyLoadingError as exc:  # a LOADING error reply: the command did not run
                     raise self.error(exc) from exc
-                except _REDIS_FAILURES as exc:  # the connection broke after the command went out
-                    if self.cluster:
-                        self._refresh_soon()
+                except _CALL_FAILURES as exc:  # the connection broke after the command went out
+                    self._refresh_soon()
                     raise self.error(exc, in_doubt=write) from exc
-                asking = None
+                replies = replies[skip:]
+                prefix, skip, target = b"", 0, None
                 first = replies[0]
                 if not isinstance(first, ResponseError):
-                    if not wait:
-                        return first, None
-                    acked = replies[1]  # an error reply to WAIT confirms nothing
-                    return first, acked if type(acked) is int else 0
-                if isinstance(first, NoScriptError) and not reloaded:
-                    reloaded = True
-                    await self._reload()
-                elif isinstance(first, MovedError):
+                    return replies
+                if script and isinstance(first, NoScriptError):
+                    self.counters["script_loads"] += len(SCRIPTS)
+                    prefix, skip = self._load_all, len(SCRIPTS)
+                elif isinstance(first, MovedError):  # the slot moved (failover): retry where it went
                     self.counters["redirects"] += 1
-                    await self._refresh()
-                elif isinstance(first, AskError):
+                    target = (first.host, first.port)
+                    self._refresh_soon()
+                elif isinstance(first, AskError):  # the slot is migrating: this key is there already
                     self.counters["redirects"] += 1
-                    asking = (first.host, first.port)
+                    target = (first.host, first.port)
+                    prefix, skip = _ASKING, 1
                 elif isinstance(first, TryAgainError):
                     await asyncio.sleep(TRYAGAIN_PAUSE)
                 else:
                     if isinstance(first, ClusterDownError):
                         self._refresh_soon()
                     raise self.error(first) from first
-            raise StorageError(f"redis: script {name!r} still redirected after {MAX_REDIRECTS} tries "
+            raise StorageError(f"redis: command on {rkey!r} still redirected after {MAX_REDIRECTS} tries "
                                "(cluster changing); it did not run")
         finally:
             slots.release()
 
-    async def _reload(self) -> None:
-        try:
-            await self.load_scripts()
-        except _REDIS_FAILURES as exc:
-            raise self.error(exc) from exc
-
-    async def _exchange_single(self, cmd: bytes, n_replies: int) -> list[Any]:
+    async def _exchange_single(self, cmd: bytes, n_replies: int, main: int) -> list[Any]:
         pool = self._pool
         try:
-            conn = await pool.get_connection()  # connected (or raises) before anything is sent
+            conn = await pool.get_connection()
         except _REDIS_FAILURES as exc:
             raise _Unsent(exc) from exc
         try:
-            return await _send_and_read(conn, cmd, n_replies)
+            try:
+                await _ready(conn)
+            except _REDIS_FAILURES as exc:
+                raise _Unsent(exc) from exc
+            return await _send_and_read(conn, cmd, n_replies, main)
         finally:
             await pool.release(conn)
 
-    async def _exchange_cluster(self, rkey: bytes, cmd: bytes, n_replies: int,
-                                asking: tuple[str, int] | None) -> list[Any]:
-        client = self.client
+    async def _exchange_cluster(self, rkey: bytes, cmd: bytes, n_replies: int, main: int,
+                                target: tuple[str, int] | None) -> list[Any]:
+        """On the key's master (or ``target``), over this link's own connection to that node."""
         try:
-            if asking is not None:
-                node = client.get_node(host=asking[0], port=asking[1])
-                if node is None:
-                    raise RedisClusterException(f"ASK redirect to unknown node {asking[0]}:{asking[1]}")
-                cmd = _ASKING + cmd
-                n_replies += 1
-            else:
-                node = client.get_node_from_key(rkey)
-            conn = node.acquire_connection()
+            if target is None:
+                node = self.client.get_node_from_key(rkey)  # raises SlotNotCoveredError
+                target = (node.host, node.port)
+            conn = self._nodes.acquire(target)
             try:
-                if getattr(conn, "should_reconnect", None) is not None and conn.should_reconnect():
-                    await conn.disconnect()  # marked stale by a slot map refresh
-                await conn.connect()
+                await _ready(conn)
             except BaseException:
-                node.release(conn)
+                self._nodes.release(target, conn)
                 raise
         except _REDIS_FAILURES as exc:
             raise _Unsent(exc) from exc
         try:
-            replies = await _send_and_read(conn, cmd, n_replies)
+            return await _send_and_read(conn, cmd, n_replies, main)
         finally:
-            node.release(conn)
-        return replies[1:] if asking is not None else replies
+            self._nodes.release(target, conn)
 
     # --- cluster slot map --------------------------------------------------------------------------
 
-    async def _refresh(self) -> None:
-        """Re-read the cluster's slot map: one read shared by every call that saw the same change."""
-        fut = self._refreshing
-        if fut is None or fut.done():
-            gap = self._refreshed_at + REFRESH_MIN_GAP - time.monotonic()
-            fut = self._refreshing = asyncio.ensure_future(self._read_slot_map(max(0.0, gap)))
-            fut.add_done_callback(_retrieve)
-        await asyncio.wait([fut])  # its failure is not ours: the retry finds out what still fails
-
     def _refresh_soon(self) -> None:
         """Start a slot map refresh without waiting for it (a node failed: the map may be stale)."""
+        if not self.cluster:
+            return
         if self._refreshing is None or self._refreshing.done():
             self._refreshing = asyncio.ensure_future(self._read_slot_map(REFRESH_MIN_GAP))
             self._refreshing.add_done_callback(_retrieve)
@@ -350,16 +396,6 @@ class RedisLink:
 
     # --- reads -------------------------------------------------------------------------------------
 
-    async def hgetall(self, name: bytes) -> dict[bytes, bytes]:
-        """One record's hash (empty if absent)."""
-        if self.closed:
-            raise StoreClosedError("store is closed")
-        try:
-            async with self.slots:
-                return await self.client.hgetall(name)
-        except _REDIS_FAILURES as exc:
-            raise self.error(exc) from exc
-
     async def hgetall_many(self, names: list[bytes]) -> list[dict[bytes, bytes]]:
         """HGETALL of every name in one pipeline (cluster: the client groups it by node)."""
         if self.closed:
@@ -370,7 +406,7 @@ class RedisLink:
         try:
             async with self.slots:
                 return await pipe.execute()
-        except _REDIS_FAILURES as exc:
+        except _CALL_FAILURES as exc:
             raise self.error(exc) from exc
 
     async def scan_names(self, pattern: bytes) -> AsyncIterator[bytes]:
@@ -393,7 +429,9 @@ class RedisLink:
                         yield n
                     if cursor == 0:
                         break
-        except _REDIS_FAILURES as exc:
+        except StoreClosedError:
+            raise
+        except _CALL_FAILURES as exc:
             raise self.error(exc) from exc
 
     # --- blocking client for stats -----------------------------------------------------------------
@@ -439,16 +477,35 @@ def _retrieve(fut: asyncio.Future[None]) -> None:
         fut.exception()
 
 
-async def _send_and_read(conn: Any, cmd: bytes, n_replies: int) -> list[Any]:
-    """Write the packed commands, read one reply each; an error reply is returned (the connection stays
-    in step), a connection failure raises (redis-py drops the connection then)."""
+async def _ready(conn: Any) -> None:
+    """Make a pooled connection fit to send on: reconnect one the server has closed (or that holds stray
+    bytes), so that a write is only ever sent on a live connection; raises if none can be made, before
+    anything was sent. (redis-py 8's pool skips this check while maintenance notifications are "auto".)"""
+    can_read = getattr(conn, "can_read", None) or conn.can_read_destructive  # redis-py 8 / 5
+    try:
+        stale = conn.is_connected and await can_read()
+    except _REDIS_FAILURES:
+        stale = True
+    if stale:
+        await conn.disconnect()
+    await conn.connect()
+
+
+async def _send_and_read(conn: Any, cmd: bytes, n_replies: int, main: int) -> list[Any]:
+    """Write the packed commands, read their replies; a connection failure raises (redis-py drops the
+    connection then). An error reply is returned as the exception. When the ``main`` command's reply is
+    an error, the replies after it (the WAIT, which may block for the whole replica timeout on a master
+    without replicas) are not awaited: the connection is dropped instead and the list ends there."""
     await conn.send_packed_command(cmd, check_health=False)
     out: list[Any] = []
-    for _ in range(n_replies):
+    for i in range(n_replies):
         try:
             out.append(await conn.read_response())
         except ResponseError as exc:
             out.append(exc)
+            if i == main and i + 1 < n_replies:
+                await conn.disconnect()
+                break
     return out
 
 

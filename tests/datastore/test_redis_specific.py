@@ -224,15 +224,24 @@ async def test_scripts_are_loaded_once_and_called_by_sha(store: RedisStore, serv
 
 
 async def test_script_flush_is_recovered_by_reloading(store: RedisStore, servers: Any) -> None:
+    """NOSCRIPT loads the scripts on the node that said it, in the same write as the retried call."""
     await store.put(K, {"n": 1})
     loads = store.stats()["script_loads"]
     for c in nodes(servers):
         c.script_flush()
-    assert await store.put(K, {"n": 2}) == 2  # NOSCRIPT -> SCRIPT LOAD -> EVALSHA again
+        c.config_resetstat()
+    assert await store.put(K, {"n": 2}) == 2  # NOSCRIPT -> SCRIPT LOAD x4 + EVALSHA again
     assert store.stats()["script_loads"] == loads + len(SCRIPTS)
+    assert all(owner(servers, KeyCodec().name(K)).script_exists(*store._link.sha.values()))
     assert (await store.operate(K, [ops.incr("n", 1), ops.read("n")])).bins == {"n": 3}
+    # a key on every node: each node that lost its scripts gets them again, once
+    keys = [Key("test", "players", i) for i in range(60)]
+    for k in keys:
+        await store.put(k, {"i": 1})
     for c in nodes(servers):
         assert all(c.script_exists(*store._link.sha.values()))
+    assert store.stats()["script_loads"] == loads + len(SCRIPTS) * len(nodes(servers))
+    assert commandstats(servers).get("cmdstat_evalsha") == 2 + len(nodes(servers)) + len(keys)
 
 
 async def test_get_many_is_pipelined(
