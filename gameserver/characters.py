@@ -60,10 +60,12 @@ class Character:
     saved_data: bytes = field(default=b"\x80", repr=False)   # msgpack of ``data`` as last written
 
     def packed_data(self) -> bytes | None:
-        """``data`` as msgpack when it changed since the last write, else None (a write-behind check)."""
-        if not self.data and self.saved_data == b"\x80":
+        """``data`` as msgpack when it changed since the last write, else None (a write-behind check).
+        Empty namespaces are left out (every room a character enters gets one)."""
+        data = {k: v for k, v in self.data.items() if v}
+        if not data and self.saved_data == b"\x80":
             return None
-        packed = msgpack.packb(self.data, use_bin_type=True)
+        packed = msgpack.packb(data, use_bin_type=True)
         return None if packed == self.saved_data else packed
 
     def wire(self) -> dict[str, Any]:

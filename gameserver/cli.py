@@ -77,11 +77,11 @@ def tune_gc() -> None:
     gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
 
 
-async def serve(config: ServerConfig) -> int:
+async def serve(config: ServerConfig, config_path: str | None = None) -> int:
     """Run until SIGTERM/SIGINT; returns the exit code."""
     from .app import GameServer
 
-    server = GameServer(config)
+    server = GameServer(config, config_path=config_path)
     await server.start()
     tune_gc()
     loop = asyncio.get_running_loop()
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(config.log_level, config.log_format)
     if args.command == "serve":
         try:
-            return int(run(serve(config), config.use_uvloop))
+            return int(run(serve(config, args.config), config.use_uvloop))
         except ConfigError as exc:
             print(f"gameserver: {exc}", file=sys.stderr)
             return 2

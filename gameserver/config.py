@@ -130,18 +130,19 @@ class RoomConfig(_Section):
 
     @model_validator(mode="after")
     def _type_shape(self) -> RoomConfig:
+        room = f"room {self.name}"
         if self.type is not None and not isinstance(self.type, str | type):
-            raise ValueError('type must be "module:Class" or a Room subclass')
+            raise ValueError(f'{room}: type must be "module:Class" or a Room subclass')
         if isinstance(self.type, str) and not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*", self.type):
-            raise ValueError(f'type {self.type!r} is not of the form "module:Class"')
+            raise ValueError(f'{room}: type {self.type!r} is not of the form "module:Class"')
         builtin_fields = {"width", "height", "mobs", "mob_count", "mob_kind", "mob_hp", "mob_xp"}
         if self.type is not None and builtin_fields & self.model_fields_set:
             used = sorted(builtin_fields & self.model_fields_set)
-            raise ValueError(f"{', '.join(used)}: only for the built-in game; put a room type's settings "
-                             "in [rooms.options]")
+            raise ValueError(f"{room}: {', '.join(used)}: only for the built-in game; put a room type's "
+                             "settings in [rooms.options]")
         if self.type is None and self.options:
-            raise ValueError("options: only for rooms with a type (the built-in game takes width, height, "
-                             "mobs, mob_count ...)")
+            raise ValueError(f"{room}: options: only for rooms with a type (the built-in game takes width, "
+                             "height, mobs, mob_count ...)")
         return self
 
     @property

@@ -288,6 +288,14 @@ class Redirect(Message):
     token: Annotated[str, Strict(), StringConstraints(min_length=1, max_length=1024)]
 
 
+class Custom(Message):
+    """A server message that is not one of protocol v1's shapes: a room type's own message (``t`` of its
+    choosing), or a v1 type carrying another room type's fields (the ``joined`` of a game room). Every
+    field is kept as it came, readable as an attribute (``msg.text``) or with ``msg.model_extra``."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+
+
 ClientMessage = Annotated[
     Union[Login, Resume, Join, Leave, Move, Chat, Attack, Me, Top, Ping],  # noqa: UP007
     Field(discriminator="t"),
