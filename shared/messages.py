@@ -173,7 +173,11 @@ class Welcome(Message):
 
 
 class Joined(Message):
-    """The receiver is now in ``room`` as player ``you``; ``players`` are those in its area of interest."""
+    """The receiver is now in ``room`` as player ``you``; ``players`` are those in its area of interest.
+
+    A room type may add fields of its own (``Room.on_join``): they are kept (``msg.model_extra``)."""
+
+    model_config = ConfigDict(extra="allow")
 
     t: Literal["joined"] = "joined"
     room: RoomName
