@@ -156,6 +156,34 @@ def test_unknown_room_and_out_of_range_errors_are_shown(live_server: LiveServer,
     assert page.is_visible("#notice")
 
 
+def test_rooms_of_other_types_show_players_fields_chat_and_their_own_messages(
+        live_server: LiveServer, browser: Browser) -> None:
+    page = browser.new_page()
+    name = unique_name("tagger")
+    log_in(page, live_server, name)
+    page.fill("#join-room", "tag")
+    page.press("#join-room", "Enter")
+    page.wait_for_function("window.gameState.room === 'tag'", timeout=10_000)
+    page.wait_for_function("n => document.querySelector('#player-list').dataset.names.includes(n)",
+                           arg=name, timeout=5_000)
+    assert "tags: 0" in page.text_content("#room-fields")
+    page.fill("#chat-input", "tag, you are it")
+    page.press("#chat-input", "Enter")
+    page.wait_for_function("document.querySelector('#chat-log').textContent.includes('you are it')",
+                           timeout=10_000)
+    page.evaluate("window.game.join('echo-1')")
+    page.wait_for_function("window.gameState.room === 'echo-1'", timeout=10_000)
+    assert page.text_content("#room-fields").startswith("greeting: hello")
+    page.evaluate("window.game.connection.send({t: 'say', text: 'raw hello', to_all: true})")
+    page.wait_for_function("document.querySelector('#room-log').textContent.includes('raw hello')",
+                           timeout=10_000)
+    page.evaluate("window.game.connection.send({t: 'move', x: 1, y: 1})")   # not this room's message
+    page.wait_for_function("window.gameState.lastError && window.gameState.lastError.code === 'unknown_type'",
+                           timeout=10_000)
+    browser.screenshot(page, "game-room-type")
+    assert browser.errors_of(page) == []
+
+
 def test_two_pages_see_each_other_move_and_chat(live_server: LiveServer, browser: Browser) -> None:
     alice, bob = browser.new_page(), browser.new_page()
     alice_name, bob_name = unique_name("alice"), unique_name("bob")
