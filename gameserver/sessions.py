@@ -121,8 +121,9 @@ class SessionManager:
             await self._drop_link_session(link)
         old = self.registry.by_name(name)
         if old is not None:
-            if old.link is link:
+            if old.link is link:   # the same socket logs in again: it stays open for the new session
                 link.session = None
+                old.link = None
             self.replace(old)
         session = Session(session_id, ch)
         session.link = link
