@@ -20,6 +20,7 @@ from shared.errors import MessageTooLarge, ProtocolError
 from .characters import AuthFailed
 from .cluster import RoomUnavailable
 from .game.room import GameError
+from .loginguard import LoginThrottled
 from .logs import event
 from .ratelimit import Verdict
 from .session import Link, RoomBusy, Session
@@ -42,7 +43,7 @@ class RequestError(Exception):
 
 def error_for(exc: BaseException) -> tuple[str, str]:
     """Exception -> (error code, client-safe message)."""
-    if isinstance(exc, RequestError | ProtocolError | GameError):
+    if isinstance(exc, RequestError | ProtocolError | GameError | LoginThrottled):
         return exc.code, exc.message
     if isinstance(exc, AuthFailed):
         return "auth_failed", "wrong name or secret"
@@ -100,6 +101,8 @@ class Router:
         if link is None:
             return
         body: dict[str, Any] = {"t": "error", "code": code, "message": message}
+        if isinstance(exc, LoginThrottled):
+            body["retry_after"] = round(exc.retry_after, 3)
         if rid is not None:
             body["rid"] = rid
         link.send(body)
