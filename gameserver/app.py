@@ -98,8 +98,7 @@ class GameServer:
         self.characters.store = self.store
         count = await self.characters.rebuild_leaderboard()
         if self.signer.ephemeral:
-            event(log, "ephemeral_token_secret", level=logging.WARNING,
-                  note="auth.token_secret not set: resume tokens will not survive a restart")
+            event(log, "ephemeral_token_secret", level=logging.WARNING, setting="auth.token_secret")
         self.characters.start_flusher()
         self.port = await self.transport.start(self.config.host, self.config.port)
         await self.cluster.start(self.port)   # alone: owns and starts every room; clustered: rooms on demand

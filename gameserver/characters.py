@@ -31,6 +31,7 @@ from .config import ServerConfig
 from .errors import AuthFailed
 from .game.rules import level_for_xp
 from .leaderboard import Leaderboard
+from .loginguard import LoginGuard, LoginThrottled
 from .logs import event
 from .metrics import Metrics
 
@@ -100,6 +101,8 @@ class CharacterStore:
         self.live: dict[str, Character] = {}   # characters with a session
         self.shared_ranking: Any = None          # cluster: the ranking every node reads (awaited per grant)
         self._flusher: asyncio.Task[None] | None = None
+        auth = config.auth
+        self.guard = LoginGuard(auth.login_failures, auth.login_window, auth.login_tracked_names)
 
     def key(self, name: str) -> Key:
         return Key(self.config.store.namespace, self.config.store.set, name)
@@ -129,7 +132,22 @@ class CharacterStore:
 
     # -- login -------------------------------------------------------------------------------------
     async def login(self, name: str, secret: str) -> Character:
-        """The character of ``name`` if ``secret`` matches (creating it on first login); else AuthFailed."""
+        """The character of ``name`` if ``secret`` matches (creating it on first login); else AuthFailed.
+
+        LoginThrottled, without hashing anything, while the name is locked by recent failures.
+        """
+        retry = self.guard.retry_after(name, time.monotonic())
+        if retry is not None:
+            raise LoginThrottled(retry)
+        try:
+            ch = await self._verify_or_create(name, secret)
+        except AuthFailed:
+            self.guard.failed(name, time.monotonic())
+            raise
+        self.guard.succeeded(name)
+        return ch
+
+    async def _verify_or_create(self, name: str, secret: str) -> Character:
         auth = self.config.auth
         live = self.live.get(name)
         if live is not None:
@@ -146,7 +164,7 @@ class CharacterStore:
             try:
                 await self._timed("put", self.store.put(self.key(name), bins, exists="create"))
             except RecordExistsError:
-                return await self.login(name, secret)   # lost a creation race: verify against the winner
+                return await self._verify_or_create(name, secret)   # lost a creation race: check the winner
             event(log, "character_created", name=name)
             ch = Character(name=name, secret=hashed, room=room, x=x, y=y)
             self.leaderboard.update(name, 0, 1)

@@ -62,6 +62,11 @@ class AuthConfig(_Section):
     scrypt_n: int = Field(2**11, ge=2, description="scrypt cost; 2**11 with r=8 is ~5 ms")
     scrypt_r: int = Field(8, ge=1)
     scrypt_p: int = Field(1, ge=1)
+    login_failures: int = Field(5, ge=1, description="wrong secrets for one name within login_window "
+                                "that lock the name for login_window seconds (gameserver.loginguard)")
+    login_window: float = Field(60.0, gt=0, description="seconds failures count, and a lock lasts")
+    login_tracked_names: int = Field(10_000, ge=1, description="names tracked for failed logins "
+                                     "(when full, the least recently failed is forgotten)")
 
     @model_validator(mode="after")
     def _n_power_of_two(self) -> AuthConfig:

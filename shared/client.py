@@ -41,10 +41,11 @@ MAX_REDIRECT_HOPS = 4  # a resume that is redirected again follows on, up to thi
 class ServerError(Exception):
     """The server answered a request with ``error``; ``code`` is an ``ErrorCode`` value."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, retry_after: float | None = None) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+        self.retry_after = retry_after   # seconds, when the server said when to try again
 
 
 class Redirected(ServerError):
@@ -471,7 +472,7 @@ class GameClient:
             return
         t = msg.t
         if t == "error":
-            pending.fut.set_exception(ServerError(msg.code, msg.message))
+            pending.fut.set_exception(ServerError(msg.code, msg.message, msg.retry_after))
             return
         if t == "welcome":
             self._on_welcome(msg)

@@ -275,6 +275,8 @@ class Error(Message):
     t: Literal["error"] = "error"
     code: Annotated[str, Strict(), StringConstraints(min_length=1, max_length=64)]
     message: Text
+    retry_after: Annotated[float, Strict(), Field(ge=0, allow_inf_nan=False)] | None = None
+    """Seconds until the request may succeed (``rate_limited`` of a login locked by failed secrets)."""
 
 
 class Bye(Message):

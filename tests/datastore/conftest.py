@@ -1,10 +1,9 @@
 """Fixtures for the datastore tests: every API test runs on every backend.
 
-``store`` yields an open store for each name in ``BACKENDS``: memory, file, and Redis (one
-``redis-server`` and one 3-master cluster, started once per test run on free loopback ports by
-``tests/redis_servers.py`` and flushed before each test; skipped with a loud reason when redis-server is
-not installed). After the test the store's invariants are checked (``verify``) when
-the backend has a checker, then it is closed. ``store_url`` / ``open_file_store`` serve reopen tests.
+``store`` yields an open store for each name in ``BACKENDS``: memory, file, and Redis (the session's one
+server and 3-master cluster of ``tests/conftest.py``, flushed before each test). After the test the store's
+invariants are checked (``verify``) when the backend has a checker, then it is closed. ``store_url`` /
+``open_file_store`` serve reopen tests.
 """
 
 from __future__ import annotations
@@ -17,10 +16,9 @@ from typing import Any
 import pytest
 
 from datastore import fileio, open_store
-from tests import redis_servers
 
 BACKENDS = ["memory", "file", "redis", "redis-cluster"]
-REDIS_URLS: dict[str, str] = {}  # filled by the session-scoped server fixtures below
+REDIS_URLS: dict[str, str] = {}  # filled by redis_servers_of() from the session's servers (tests/conftest.py)
 URLS: dict[str, Callable[[Path], str]] = {
     "memory": lambda tmp: "memory://?sweep_interval=0.05",
     "file": lambda tmp: f"file://{tmp}/db?durability=fsync&sweep_interval=0.05",
@@ -30,28 +28,12 @@ URLS: dict[str, Callable[[Path], str]] = {
 REDIS_FIXTURES = {"redis": "redis_single", "redis-cluster": "redis_cluster"}
 
 
-@pytest.fixture(scope="session")
-def redis_single(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """One redis-server for the whole run (skipped, with the reason, when redis-server is missing)."""
-    reason = redis_servers.redis_missing()
-    if reason:
-        pytest.skip(reason)
-    server = redis_servers.start_server(tmp_path_factory.mktemp("redis"))
-    REDIS_URLS["redis"] = server.url(query="socket_timeout=10")
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="session")
-def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """One 3-master Redis Cluster for the whole run (~2 s to create)."""
-    reason = redis_servers.redis_missing()
-    if reason:
-        pytest.skip(reason)
-    cluster = redis_servers.start_cluster(tmp_path_factory.mktemp("redis-cluster"))
-    REDIS_URLS["redis-cluster"] = cluster.url(query="socket_timeout=10")
-    yield cluster
-    cluster.stop()
+def redis_servers_of(request: pytest.FixtureRequest, kind: str) -> Any:
+    """The session's server(s) of backend ``kind`` ("redis" or "redis-cluster"), emptied for this test."""
+    servers = request.getfixturevalue(REDIS_FIXTURES[kind])
+    servers.flush()
+    REDIS_URLS[kind] = servers.url(query="socket_timeout=10")
+    return servers
 
 
 async def check_and_close(store: Any) -> None:
@@ -72,8 +54,8 @@ def _no_leftover_faults() -> Any:
 
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
-    if request.param in REDIS_FIXTURES:  # start the server once, empty it for this test
-        request.getfixturevalue(REDIS_FIXTURES[request.param]).flush()
+    if request.param in REDIS_FIXTURES:  # started once per run, emptied for this test
+        redis_servers_of(request, request.param)
     return request.param
 
 

@@ -20,6 +20,7 @@ from datastore import (
     InvalidBinError,
     InvalidURLError,
     Key,
+    RecordTooBigError,
     StorageError,
     open_store,
     ops,
@@ -27,9 +28,10 @@ from datastore import (
 from datastore.policy import apply_ops
 from datastore.redis_lua import SCRIPTS
 from datastore.redis_store import KeyCodec, RedisStore, decode_value, encode_value
+from loadtest.procs import free_port
 from tests import redis_servers
 
-from .conftest import REDIS_FIXTURES, REDIS_URLS
+from .conftest import REDIS_FIXTURES, REDIS_URLS, redis_servers_of
 from .test_model import SETTINGS, StoreModel
 
 pytestmark = pytest.mark.redis
@@ -39,8 +41,7 @@ K = Key("test", "players", "alice")
 @pytest.fixture(params=list(REDIS_FIXTURES))
 def servers(request: pytest.FixtureRequest) -> Any:
     """The session's single server or cluster, emptied; ``servers.kind`` names which."""
-    srv = request.getfixturevalue(REDIS_FIXTURES[request.param])
-    srv.flush()
+    srv = redis_servers_of(request, request.param)
     srv.kind = request.param
     return srv
 
@@ -488,7 +489,7 @@ async def test_merge_size_is_checked_server_side(url: str) -> None:
     s = await open_store(url + "&max_record_bytes=100")
     try:
         await s.put(K, {"a": "x" * 60})
-        with pytest.raises(Exception) as info:
+        with pytest.raises(RecordTooBigError) as info:
             await s.put(K, {"b": "y" * 60})  # each fits alone, the merged record does not
         assert info.value.code == "record_too_big"
         assert (await s.get(K)).bins == {"a": "x" * 60}
@@ -521,7 +522,7 @@ async def test_200_concurrent_cas_from_several_client_connections(url: str) -> N
 
 
 async def test_unreachable_or_dead_server_is_storage_error(tmp_path: Any) -> None:
-    port = redis_servers.free_port()
+    port = free_port()
     with pytest.raises(StorageError) as info:
         await open_store(f"redis://127.0.0.1:{port}/0?socket_connect_timeout=1")
     assert info.value.code == "io_error"

@@ -23,27 +23,26 @@ import pytest
 
 from datastore import Key, fileio, open_store
 from gameserver.app import GameServer
-from gameserver.config import build_config
 from shared.client import GameClient, ServerError
+from tests.support import SECRET, server_config
 
-from .conftest import SECRET, TOKEN_SECRET, percentile
+from .conftest import percentile
 
 XP = 10
 FAULT_SECONDS = 2.5
 
 
 def fault_config(tmp_path: Path) -> Any:
-    return build_config({
-        "host": "127.0.0.1", "port": 0, "log_level": "WARNING", "use_uvloop": False,
-        "auth": {"token_secret": TOKEN_SECRET, "scrypt_n": 16},
-        "game": {"tick_rate": 20.0, "start_room": "arena",
-                 "rules": {"attack_cooldown": 0.0, "respawn_seconds": 0.1, "dmg_min": 10, "dmg_max": 10}},
-        "rooms": [{"name": "town"},
-                  {"name": "arena", "width": 200.0, "height": 200.0, "mob_count": 36, "mob_hp": 20,
-                   "mob_xp": XP}],
-        "store": {"data_dir": str(tmp_path / "data"), "durability": "fsync"},
-        "persist": {"grant_retries": 2, "grant_backoff": 0.05, "recent_grants": 3000, "flush_interval": 0.5},
-    })
+    return server_config(
+        tmp_path / "data",
+        game={"tick_rate": 20.0, "start_room": "arena",
+              "rules": {"attack_cooldown": 0.0, "respawn_seconds": 0.1, "dmg_min": 10, "dmg_max": 10}},
+        rooms=[{"name": "town"},
+               {"name": "arena", "width": 200.0, "height": 200.0, "mob_count": 36, "mob_hp": 20,
+                "mob_xp": XP}],
+        store={"durability": "fsync"},
+        persist={"grant_retries": 2, "grant_backoff": 0.05, "recent_grants": 3000, "flush_interval": 0.5},
+    )
 
 
 class Hunter:
