@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.codec import encode_raw
 
+from .errors import RoomBusy, wire_error
 from .logs import event
 from .outqueue import Frame, OutQueue, QueueOverflow
 from .ratelimit import TokenBucket
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
     from .characters import Character
     from .config import LimitsConfig
     from .metrics import Metrics
-    from .roomrunner import RoomRunner
+    from .rooms.runner import RoomRunner
 
 log = logging.getLogger("gameserver.session")
 
@@ -172,12 +173,6 @@ class Link:
             self._writer.cancel()
 
 
-class RoomBusy(Exception):
-    """A room's bounded input queue is full; answered with ``error`` ``internal``."""
-
-    code = "internal"
-
-
 class Session:
     """A logged-in character's session; survives a dropped socket for the grace period."""
 
@@ -251,7 +246,7 @@ class Session:
             try:
                 self.submit(target, kind, arg, rid)
             except RoomBusy as exc:   # answered like a direct submit would be
-                target.server.router.reply_error(self.link, exc, rid)
+                self.send(wire_error(exc, rid))
 
     def send(self, body: dict[str, Any]) -> None:
         """Reliable send to the current link; dropped while detached (welcome on resume carries state)."""

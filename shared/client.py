@@ -26,7 +26,7 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
 from . import messages as m
-from .codec import decode_server, encode
+from .codec import decode_server, encode_raw, parse_frame
 from .errors import ProtocolError
 
 log = logging.getLogger("shared.client")
@@ -41,10 +41,11 @@ MAX_REDIRECT_HOPS = 4  # a resume that is redirected again follows on, up to thi
 class ServerError(Exception):
     """The server answered a request with ``error``; ``code`` is an ``ErrorCode`` value."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, retry_after: float | None = None) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+        self.retry_after = retry_after   # seconds, when the server said when to try again
 
 
 class Redirected(ServerError):
@@ -81,10 +82,16 @@ class World:
         me = self.players.get(self.you) if self.you is not None else None
         return (me[1], me[2]) if me else None
 
-    def apply_joined(self, msg: m.Joined) -> None:
-        self.you, self.room, self.bounds, self.tick = msg.you, msg.room, msg.bounds, None
-        self.players = {pid: [name, x, y] for pid, name, x, y in msg.players}
-        self.mobs = {mid: [kind, x, y, hp] for mid, kind, x, y, hp in msg.mobs}
+    def apply_joined(self, msg: Any) -> None:
+        """A ``joined``: the built-in game's (players, mobs, bounds) or another room type's (``m.Custom``:
+        only ``room`` and ``you`` are known here; its own fields stay on the message)."""
+        self.you, self.room, self.tick = msg.you, msg.room, None
+        if isinstance(msg, m.Joined):
+            self.bounds = msg.bounds
+            self.players = {pid: [name, x, y] for pid, name, x, y in msg.players}
+            self.mobs = {mid: [kind, x, y, hp] for mid, kind, x, y, hp in msg.mobs}
+        else:
+            self.bounds, self.players, self.mobs = None, {}, {}
 
     def apply_left(self, msg: m.Left) -> None:
         self.you = self.room = self.bounds = self.tick = None
@@ -132,6 +139,40 @@ class _Pending:
 
 
 _EOF = object()  # inbox marker: the connection ended
+
+
+class _Raw:
+    """A message given as a type and fields (``GameClient.request`` / ``send``)."""
+
+    __slots__ = ("fields", "rid", "t")
+
+    def __init__(self, t: str, fields: dict[str, Any]) -> None:
+        if not isinstance(t, str) or not t:
+            raise ValueError("a message needs a non-empty type")
+        self.t = t
+        self.fields = fields
+        self.rid: int | None = None
+
+    def body(self) -> dict[str, Any]:
+        body = {"t": self.t, **self.fields}
+        if self.rid is not None:
+            body["rid"] = self.rid
+        return body
+
+
+def _decode(frame: bytes | str) -> Any:
+    """A protocol model when the frame is one of v1's shapes, else ``m.Custom`` (a room type's own
+    message, or its ``joined``). Raises ProtocolError for frames that are not a message at all."""
+    try:
+        return decode_server(frame)
+    except ProtocolError as exc:
+        if exc.code not in ("unknown_type", "bad_message"):
+            raise
+        raw = parse_frame(frame, max_size=None)
+    try:
+        return m.Custom.model_validate(raw)
+    except ValueError:
+        raise ProtocolError("bad_message", f"unreadable {raw.get('t')!r:.40} message") from None
 
 
 class GameClient:
@@ -294,6 +335,18 @@ class GameClient:
         await self._request(m.Ping())
         return loop.time() - start
 
+    async def request(self, t: str, **fields: Any) -> Any:
+        """Send a message of any type (a room type's own ones included) and await its reply by ``rid``.
+
+        Returns the reply (a protocol model, or ``m.Custom`` for a room type's message); an ``error``
+        reply raises :class:`ServerError`; no reply within ``timeout``: ``TimeoutError``.
+        """
+        return await self._request(_Raw(t, fields))
+
+    async def send(self, t: str, **fields: Any) -> None:
+        """Fire and forget a message of any type (errors and anything it causes arrive in the iterator)."""
+        await self._send(_Raw(t, fields))
+
     # --- inbox --------------------------------------------------------------------------------------
     def __aiter__(self) -> GameClient:
         return self
@@ -343,15 +396,17 @@ class GameClient:
         assert self._conn is not None
         return self._conn
 
-    async def _send(self, msg: m.Message, conn: _Conn | None = None) -> None:
+    async def _send(self, msg: m.Message | _Raw, conn: _Conn | None = None) -> None:
         conn = conn or await self._live_conn()
+        body = msg.body() if isinstance(msg, _Raw) else msg.model_dump(by_alias=True, exclude_none=True)
         try:
-            await conn.ws.send(encode(msg, self.binary))
+            await conn.ws.send(encode_raw(body, self.binary))
         except ConnectionClosed as exc:
             raise ConnectionLost(f"connection closed: {exc}") from None
         self._last_send = asyncio.get_running_loop().time()
 
-    async def _request(self, msg: m.Message, *, wants_joined: bool = False, conn: _Conn | None = None) -> Any:
+    async def _request(self, msg: m.Message | _Raw, *, wants_joined: bool = False,
+                       conn: _Conn | None = None) -> Any:
         conn = conn or await self._live_conn()
         rid = next(self._rids)
         msg.rid = rid
@@ -369,7 +424,7 @@ class GameClient:
         try:
             async for frame in conn.ws:
                 try:
-                    msg = decode_server(frame)
+                    msg = _decode(frame)
                 except ProtocolError as exc:
                     self._on_bad_frame(exc)
                     continue
@@ -397,16 +452,16 @@ class GameClient:
             return
         if conn.stale:  # the old node's broadcasts after a redirect / reconnect are out of date
             return
-        if t == "tick":
+        if t == "tick" and isinstance(msg, m.Tick):
             self.world.apply_tick(msg)
         elif t == "joined":
             self._on_joined(msg)
             waiting, self._awaiting_joined = self._awaiting_joined, None
             if waiting is not None and not waiting.fut.done():
                 waiting.fut.set_result((waiting.welcome, msg))
-        elif t == "xp" and self._character is not None:
+        elif t == "xp" and self._character is not None and isinstance(msg, m.Xp):
             self._character = self._character.model_copy(update={"xp": msg.xp, "level": msg.level})
-        elif t == "welcome":
+        elif t == "welcome" and isinstance(msg, m.Welcome):
             self._on_welcome(msg)
         self._enqueue(msg)
 
@@ -417,7 +472,7 @@ class GameClient:
             return
         t = msg.t
         if t == "error":
-            pending.fut.set_exception(ServerError(msg.code, msg.message))
+            pending.fut.set_exception(ServerError(msg.code, msg.message, msg.retry_after))
             return
         if t == "welcome":
             self._on_welcome(msg)
@@ -429,7 +484,7 @@ class GameClient:
             self._on_joined(msg)
         elif t == "left":
             self.world.apply_left(msg)
-        elif t == "hit":
+        elif t == "hit" and isinstance(msg, m.Hit):
             self.world.apply_hit(msg)
         elif t == "profile":
             self._character = msg.character
@@ -438,7 +493,7 @@ class GameClient:
     def _on_welcome(self, msg: m.Welcome) -> None:
         self._session, self._token, self._character = msg.session, msg.token, msg.character
 
-    def _on_joined(self, msg: m.Joined) -> None:
+    def _on_joined(self, msg: Any) -> None:
         self.world.apply_joined(msg)
         if self._character is not None:
             self._character = self._character.model_copy(update={"room": msg.room})

@@ -173,7 +173,11 @@ class Welcome(Message):
 
 
 class Joined(Message):
-    """The receiver is now in ``room`` as player ``you``; ``players`` are those in its area of interest."""
+    """The receiver is now in ``room`` as player ``you``; ``players`` are those in its area of interest.
+
+    A room type may add fields of its own (``Room.on_join``): they are kept (``msg.model_extra``)."""
+
+    model_config = ConfigDict(extra="allow")
 
     t: Literal["joined"] = "joined"
     room: RoomName
@@ -271,6 +275,8 @@ class Error(Message):
     t: Literal["error"] = "error"
     code: Annotated[str, Strict(), StringConstraints(min_length=1, max_length=64)]
     message: Text
+    retry_after: Annotated[float, Strict(), Field(ge=0, allow_inf_nan=False)] | None = None
+    """Seconds until the request may succeed (``rate_limited`` of a login locked by failed secrets)."""
 
 
 class Bye(Message):
@@ -286,6 +292,14 @@ class Redirect(Message):
     t: Literal["redirect"] = "redirect"
     url: Annotated[str, Strict(), StringConstraints(min_length=1, max_length=2048)]
     token: Annotated[str, Strict(), StringConstraints(min_length=1, max_length=1024)]
+
+
+class Custom(Message):
+    """A server message that is not one of protocol v1's shapes: a room type's own message (``t`` of its
+    choosing), or a v1 type carrying another room type's fields (the ``joined`` of a game room). Every
+    field is kept as it came, readable as an attribute (``msg.text``) or with ``msg.model_extra``."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
 
 
 ClientMessage = Annotated[

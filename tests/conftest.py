@@ -20,7 +20,8 @@ from tests.support import CHROMIUM_MISSING, find_chromium
 def pytest_report_header() -> list[str]:
     found = redis_servers.find_binaries()
     return [f"redis tests run on: {found.describe() if found else redis_servers.MISSING_REASON}",
-            f"browser tests run on: {find_chromium() or CHROMIUM_MISSING}"]
+            f"browser tests run on: {chromium}" if (chromium := find_chromium()) else
+            f"browser tests: {CHROMIUM_MISSING}"]
 
 
 @pytest.fixture(scope="session")

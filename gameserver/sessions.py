@@ -1,0 +1,346 @@
+"""Session lifecycle, in one place: login, resume, replace, detach, grace, end, and hand-off between nodes.
+
+- login: verify/create the character, make this session its one session (an older one, here or on another
+  node, gets ``bye replaced``), ``welcome``, then queue a join of the character's room (``joined`` follows
+  at the next tick, without rid). When that room lives on another node the socket gets ``redirect``.
+- socket drop (``link_closed``): the session is detached (its player stays in the room), its character
+  is flushed at once, and it ends after ``auth.grace_seconds`` unless resumed.
+- resume: a valid token of a live session takes it over (an open old socket gets ``bye replaced``): same
+  session id, ``welcome``, then a fresh ``joined`` of the same room and place. A session registered on
+  another node is adopted: that node hands it off first.
+- end: the player leaves its room, the session is forgotten, the character is flushed and released.
+- hand-off: the session leaves this node (its room lives elsewhere, or another node resumes it): detach,
+  flush, mark it in transit in the cluster directory, then ``redirect`` (or ``bye``) its socket.
+
+``SessionManager`` also answers what other nodes ask of this node's sessions (``NodeEvents``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+from .errors import BadToken, RequestError
+from .logs import event
+from .session import Link, Session
+
+if TYPE_CHECKING:
+    from .characters import Character, CharacterStore
+    from .cluster.interfaces import NodeInfo
+    from .cluster.node import ClusterNode
+    from .config import ServerConfig
+    from .metrics import Metrics
+    from .registry import LocalSessionRegistry
+    from .rooms.host import RoomHost
+    from .rooms.runner import RoomRunner
+    from .tokens import TokenClaims, TokenSigner
+
+log = logging.getLogger("gameserver.sessions")
+
+Spawn = Callable[[Coroutine[Any, Any, Any]], None]
+
+
+class SessionManager:
+    def __init__(self, config: ServerConfig, characters: CharacterStore, registry: LocalSessionRegistry,
+                 signer: TokenSigner, rooms: RoomHost, cluster: ClusterNode, metrics: Metrics,
+                 spawn: Spawn) -> None:
+        self.config = config
+        self.characters = characters
+        self.registry = registry
+        self.signer = signer
+        self.rooms = rooms
+        self.cluster = cluster
+        self.metrics = metrics
+        self.spawn = spawn
+        self.grace = config.auth.grace_seconds
+        self.start_room = config.game.start_room
+        self.stopping = False
+
+    # -- helpers -------------------------------------------------------------------------------------
+    def _count(self) -> None:
+        self.metrics.sessions.set(len(self.registry))
+
+    def save_soon(self, ch: Character) -> None:
+        """Flush one character in the background (leave, disconnect)."""
+        self.spawn(self.save(ch))
+
+    async def save(self, ch: Character) -> None:
+        try:
+            await self.characters.flush(ch)
+        except Exception as exc:
+            event(log, "flush_failed", level=logging.WARNING, name=ch.name, error=repr(exc))
+
+    def _release_if_unused(self, name: str) -> None:
+        if self.registry.by_name(name) is None:
+            self.characters.release(name)
+
+    def _welcome(self, session: Session, rid: int | None) -> dict[str, Any]:
+        body = {"t": "welcome", "session": session.id,
+                "token": self.signer.issue(session.id, session.name, time.time()),
+                "character": session.character.wire(), "tick_rate": float(self.config.game.tick_rate),
+                "protocol": 1}
+        if rid is not None:
+            body["rid"] = rid
+        return body
+
+    def _home(self, room: str) -> str:
+        """``room`` if this server has it, else the start room (a room removed from the configuration)."""
+        return room if room in self.rooms else self.start_room
+
+    def _gone(self, link: Link) -> bool:
+        return link.closing or not link.sink.is_open or self.stopping
+
+    # -- login / resume ------------------------------------------------------------------------------
+    async def login(self, link: Link, name: str, secret: str, rid: int | None) -> None:
+        ch = await self.characters.login(name, secret)
+        session_id = uuid.uuid4().hex
+        elsewhere = None
+        if self.cluster.enabled:
+            if await self.cluster.claim_session(name, session_id, self.registry.by_name(name) is not None):
+                await self.characters.reload(ch)
+            elsewhere = await self.cluster.ensure_room(self._home(ch.room))
+            if elsewhere is not None:
+                await self.cluster.mark_in_transit(name, session_id)
+        if self._gone(link):
+            self._release_if_unused(name)
+            return
+        if elsewhere is not None:   # the character's room lives on another node: send the player there
+            old = self.registry.by_name(name)
+            if old is not None:
+                self.replace(old)
+            if link.session is not None:
+                await self._drop_link_session(link)
+            self._release_if_unused(name)
+            link.send(self.cluster.redirect_body(session_id, name, elsewhere, rid))
+            return
+        if link.session is not None and link.session.name != name:
+            await self._drop_link_session(link)
+        old = self.registry.by_name(name)
+        if old is not None:
+            if old.link is link:   # the same socket logs in again: it stays open for the new session
+                link.session = None
+                old.link = None
+            self.replace(old)
+        session = Session(session_id, ch)
+        session.link = link
+        link.session = session
+        self.registry.add(session)
+        self._count()
+        event(log, "login", name=name, session=session.id)
+        link.send(self._welcome(session, rid))
+        runner = self.rooms.get(self._home(ch.room))
+        assert runner is not None
+        session.submit(runner, "join", True, None)
+
+    async def resume(self, link: Link, token: str, rid: int | None) -> None:
+        claims = self.signer.verify(token, time.time())
+        session = self.registry.get(claims.session)
+        returning = True
+        if session is None and self.cluster.enabled:   # registered on another node (or in transit)
+            adopted = await self._adopt(link, claims.name, claims, rid)
+            if adopted is None:
+                return   # redirected onward
+            session, returning = adopted
+            self.registry.add(session)
+            self._count()
+            if self._gone(link):
+                session.grace_task = asyncio.get_running_loop().create_task(self._grace(session))
+                return
+        if session is None or session.name != claims.name or session.ended:
+            raise BadToken("session expired or unknown")
+        if link.session is not None and link.session is not session:
+            await self._drop_link_session(link)
+        old_link = session.link
+        if old_link is not None and old_link is not link:
+            old_link.session = None
+            old_link.bye("replaced")
+        if session.grace_task is not None:
+            session.grace_task.cancel()
+            session.grace_task = None
+        session.link = link
+        link.session = session
+        event(log, "resume", name=session.name, session=session.id)
+        link.send(self._welcome(session, rid))
+        if session.target is not None:
+            session.submit(session.target, "snapshot")
+        else:
+            runner = self.rooms.get(self._home(session.character.room))
+            assert runner is not None
+            session.submit(runner, "join", returning, None)
+
+    async def _adopt(self, link: Link, name: str, claims: TokenClaims,
+                     rid: int | None) -> tuple[Session, bool] | None:
+        """Take over a session registered elsewhere. Returns (session, returning): returning is False when
+        it enters its room at the spawn point (a redirected ``join``); None when ``link`` was redirected."""
+        entry = await self.cluster.reclaim(claims)
+        ch = await self.characters.adopt(name)
+        room = self._home(entry.room or ch.room)
+        pending = bool(entry.room) or room != ch.room
+        try:
+            target = await self.cluster.ensure_room(room)
+        except BaseException:
+            self._release_if_unused(name)
+            raise
+        if target is not None:
+            self._release_if_unused(name)
+            link.send(self.cluster.redirect_body(claims.session, name, target, rid))
+            return None
+        if not await self.cluster.confirm_session(name, claims.session):
+            self._release_if_unused(name)
+            raise BadToken("session was replaced")
+        if pending:
+            ch.room = room
+        event(log, "adopted", node=self.cluster.node_id, name=name,
+              session=claims.session, room=room)
+        return Session(claims.session, ch), not pending
+
+    # -- rooms ----------------------------------------------------------------------------------------
+    async def join(self, session: Session, room: str, rid: int | None) -> None:
+        """Route a ``join``: queue it here, or hand the session to the node that runs the room."""
+        runner = self.rooms.get(room)
+        if runner is None:
+            raise RequestError("no_such_room", f"no room {room!r}")
+        owner = await self.cluster.ensure_room(room)   # None: this node runs the room
+        if session.ended:
+            return
+        if owner is not None:
+            await self.hand_off(session, room=room, target=owner, rid=rid)
+            return
+        session.submit(runner, "join", False, rid)
+
+    # -- detach / grace / end -------------------------------------------------------------------------
+    async def link_closed(self, link: Link) -> None:
+        """The socket is gone: detach its session and start the grace period."""
+        session = link.session
+        link.session = None
+        if session is None or session.link is not link:
+            return
+        session.link = None
+        if self.stopping:
+            return
+        event(log, "detached", name=session.name, session=session.id,
+              reason=link.close_reason or "closed")
+        self.save_soon(session.character)
+        session.grace_task = asyncio.get_running_loop().create_task(self._grace(session))
+
+    async def _grace(self, session: Session) -> None:
+        await asyncio.sleep(self.grace)
+        session.grace_task = None
+        if session.link is None and not session.ended:
+            await self.end(session)
+
+    async def _drop_link_session(self, link: Link) -> None:
+        """A link that logs in again leaves its current session behind: end it now."""
+        old = link.session
+        if old is not None:
+            link.session = None
+            old.link = None
+            await self.end(old)
+
+    def _leave_rooms(self, session: Session) -> None:
+        if session.grace_task is not None:
+            session.grace_task.cancel()
+            session.grace_task = None
+        if session.runner is not None:
+            session.runner.detach(session)
+        session.forget_inputs()
+
+    def replace(self, old: Session) -> None:
+        """End ``old`` because its character logged in again (its socket, if any, gets bye replaced)."""
+        old.ended = True
+        if old.link is not None:
+            old.link.session = None
+            old.link.bye("replaced")
+            old.link = None
+        self._leave_rooms(old)
+        self.registry.remove(old)
+        self._count()
+
+    async def end(self, session: Session) -> None:
+        """Session over: leave the room, forget the session, flush and release the character."""
+        session.ended = True
+        self._leave_rooms(session)
+        self.registry.remove(session)
+        self._count()
+        event(log, "session_ended", name=session.name, session=session.id)
+        await self.cluster.session_ended(session.name, session.id)
+        await self.save(session.character)
+        self._release_if_unused(session.name)
+
+    async def hand_off(self, session: Session, *, room: str = "", target: NodeInfo | None = None,
+                       rid: int | None = None, bye: str | None = None) -> None:
+        """Move ``session`` off this node: detach, flush, mark in transit, then redirect or bye its socket."""
+        link = session.link
+        session.ended = True
+        self._leave_rooms(session)
+        self.registry.remove(session)
+        self._count()
+        if link is not None:
+            link.session = None
+            session.link = None
+            if bye is not None:
+                link.bye(bye)
+        await self.cluster.mark_in_transit(session.name, session.id, room)
+        await self.save(session.character)
+        self._release_if_unused(session.name)
+        event(log, "handed_off", node=self.cluster.node_id, name=session.name, session=session.id,
+              to=target.node if target else None, grace=self.grace)
+        if link is not None and target is not None and bye is None:
+            link.send(self.cluster.redirect_body(session.id, session.name, target, rid))
+
+    async def stop(self) -> None:
+        """Shutdown: every player leaves its room (sockets are already closed)."""
+        self.stopping = True
+        for session in list(self.registry):
+            if session.grace_task is not None:
+                session.grace_task.cancel()
+            if session.runner is not None:
+                session.runner.detach(session)
+
+    # -- XP notices -------------------------------------------------------------------------------------
+    def notify(self, name: str, body: dict[str, Any]) -> bool:
+        """Send ``body`` to the character's session here (True); else an ``xp`` is forwarded to the node
+        that has the session (False)."""
+        session = self.registry.by_name(name)
+        if session is not None:
+            session.send(body)
+            return True
+        if body.get("t") == "xp":
+            self.cluster.notify_xp(name, body)
+        return False
+
+    def current_room(self, name: str) -> RoomRunner | None:
+        session = self.registry.by_name(name)
+        return session.runner if session is not None else None
+
+    # -- NodeEvents: what other nodes ask ---------------------------------------------------------------
+    async def replace_session(self, session_id: str) -> None:
+        old = self.registry.get(session_id)
+        if old is not None:
+            self.replace(old)
+            await self.save(old.character)
+            self._release_if_unused(old.name)
+
+    async def hand_off_session(self, session_id: str) -> None:
+        session = self.registry.get(session_id)
+        if session is not None:
+            await self.hand_off(session, bye="replaced")
+
+    def deliver_xp(self, name: str, body: dict[str, Any]) -> None:
+        session = self.registry.by_name(name)
+        if session is not None:
+            session.character.xp, session.character.level = int(body["xp"]), int(body["level"])
+            session.send(body)
+
+    async def room_lost(self, room: str, owner: NodeInfo | None) -> None:
+        runner = self.rooms.get(room)
+        sessions = {s for s in self.registry if s.runner is runner or s.target is runner}
+        for session in sessions:
+            await self.hand_off(session, room=room, target=owner, bye=None if owner else "shutdown")
+
+    def live_sessions(self) -> list[tuple[str, str]]:
+        return [(s.name, s.id) for s in self.registry]
