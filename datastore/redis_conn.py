@@ -1,21 +1,24 @@
-"""The Redis backend's connections: scripts by SHA on a record's master (and ``WAIT`` right after on the
-same connection when writes must reach replicas), reads, scans, and every redis-py failure turned into a
-``StorageError`` whose ``in_doubt`` says whether a write may have happened.
+"""The Redis backend's connections: single-key commands (the scripts by SHA, and ``WAIT`` right after on
+the same connection when writes must reach replicas; ``HGETALL``) on a record's master, pipelined reads,
+scans, and every redis-py failure turned into a ``StorageError`` whose ``in_doubt`` says whether a write
+may have happened.
 
-Scripts are loaded once per primary and called with ``EVALSHA``; on ``NOSCRIPT`` (server restarted,
-``SCRIPT FLUSH``, a promoted replica) they are loaded again and the call retried. A call is one packed
-``EVALSHA sha 1 key arg`` (plus ``WAIT replicas timeout_ms`` in the same write when ``replicas`` > 0)
-written to one connection taken from the pool: of the single server, or, on a cluster, of the node that
-owns the key's slot. On a cluster, ``MOVED`` (a failover or resharding; the script did not run) re-reads
-the slot map, once for all calls that saw it, and retries on the new owner; ``ASK`` retries on the
-target after ``ASKING``; ``TRYAGAIN`` retries after a short pause; all bounded by ``MAX_REDIRECTS``.
+Scripts are loaded once per primary and called with ``EVALSHA``. A call is one packed write, e.g.
+``EVALSHA sha 1 key arg`` + ``WAIT replicas timeout_ms``, to one connection: from redis-py's pool on a
+single server; on a cluster, from this link's own connections to the node that owns the key's slot (slot
+map from redis-py's cluster client). ``NOSCRIPT`` (restart, ``SCRIPT FLUSH``, a promoted replica) resends
+the call behind ``SCRIPT LOAD`` of every script, in one write. On a cluster, ``MOVED`` (failover,
+resharding; the command did not run) retries at the node it names and re-reads the slot map in the
+background, once for all callers; ``ASK`` retries there after ``ASKING``; ``TRYAGAIN`` after a short
+pause; all bounded by ``MAX_REDIRECTS``. After an error reply the WAIT behind it is not awaited (the
+connection is dropped): on a master without replicas it would block for the whole timeout.
 
 ``in_doubt`` of a failed write: False when the command provably did not run (no connection, an error
 reply: ``CLUSTERDOWN``, ``READONLY``, ``LOADING``..., since the scripts check everything before writing);
 True when the connection broke or timed out after the command was sent, and when the script wrote but
 fewer replicas than asked confirmed it (``ReplicationTimeoutError``). Reads are never in doubt.
 
-Relies on redis-py's asyncio ``ConnectionPool`` / cluster ``ClusterNode`` connection API (tested: 8.1).
+Relies on redis-py's asyncio ``ConnectionPool``, ``Connection`` and cluster slot map (tested: 8.1).
 """
 
 from __future__ import annotations
