@@ -16,8 +16,6 @@ import asyncio
 import contextlib
 import errno
 import json
-import math
-import random
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ from shared.client import GameClient, ServerError
 from tests.support import SECRET, server_config
 
 from .conftest import percentile
+from .hunters import Hunter
 
 XP = 10
 FAULT_SECONDS = 3.0
@@ -46,38 +45,6 @@ def fault_config(tmp_path: Path) -> Any:
         store={"durability": "fsync"},
         persist={"grant_backoff_max": 0.5, "recent_grants": 3000, "flush_interval": 0.5},
     )
-
-
-class Hunter:
-    """Attacks mobs in range; logs ``xp`` and ``error internal`` with the time they arrived, and when its
-    own hits killed a mob (each kill grants this hunter XP)."""
-
-    def __init__(self, client: GameClient, seed: int) -> None:
-        self.client = client
-        self.rng = random.Random(seed)
-        self.acked: list[tuple[float, int]] = []      # (arrival, resulting xp)
-        self.internal: list[float] = []
-        self.kills: list[float] = []
-
-    async def read(self) -> None:
-        async for msg in self.client:
-            if msg.t == "xp":
-                self.acked.append((time.monotonic(), msg.xp))
-            elif msg.t == "error" and msg.code == "internal":
-                self.internal.append(time.monotonic())
-
-    async def hunt(self, stop: asyncio.Event) -> None:
-        world = self.client.world
-        while not stop.is_set() and not self.client.closed:
-            pos = world.position or (100.0, 100.0)
-            near = [mid for mid, (_, x, y, hp) in world.mobs.items()
-                    if hp > 0 and math.hypot(x - pos[0], y - pos[1]) < 60.0]
-            if near:
-                with contextlib.suppress(ServerError):
-                    hit = await self.client.attack(self.rng.choice(near))
-                    if hit.hp == 0:
-                        self.kills.append(time.monotonic())
-            await asyncio.sleep(0.03)
 
 
 async def _health(port: int) -> tuple[int, dict[str, Any]]:
