@@ -90,6 +90,7 @@ class Router:
             "me": (self.on_me, True),
             "top": (self.on_top, True),
             "ping": (self.on_ping, False),
+            "rooms": (self.on_rooms, True),
         }
 
     def reply_error(self, link: Link | None, exc: BaseException, rid: int | None) -> None:
@@ -200,6 +201,11 @@ class Router:
 
     async def on_top(self, link: Link, msg: m.Top) -> None:
         link.send(_with_rid({"t": "top", "entries": await self.top(msg.n)}, msg.rid))
+
+    async def on_rooms(self, link: Link, msg: m.Rooms) -> None:
+        if msg.room not in self.rooms.types:
+            raise RequestError("no_such_room", f"no room {msg.room!r}")
+        link.send(_with_rid({"t": "rooms", "entries": await self.rooms.listing(msg.room)}, msg.rid))
 
     async def on_ping(self, link: Link, msg: m.Ping) -> None:
         link.send(_with_rid({"t": "pong", "ts": time.time()}, msg.rid))

@@ -177,7 +177,7 @@ class Session:
     """A logged-in character's session; survives a dropped socket for the grace period."""
 
     __slots__ = ("character", "deferred", "ended", "grace_task", "id", "link", "pid", "placing",
-                 "placing_count", "runner", "target")
+                 "placing_count", "runner", "seats", "target")
 
     MAX_DEFERRED = 256   # inputs held back behind a pending join; the rate limit keeps this far away
 
@@ -195,6 +195,7 @@ class Session:
         self.placing: RoomRunner | None = None
         self.placing_count = 0
         self.deferred: deque[tuple[RoomRunner, str, Any, int | None]] = deque()
+        self.seats: set[str] = set()           # instances (of rooms with max_players) it holds a seat in
 
     @property
     def name(self) -> str:

@@ -322,6 +322,10 @@ class GameClient:
     async def attack(self, mob: int) -> m.Hit:
         return await self._request(m.Attack(mob=mob))
 
+    async def rooms(self, room: str) -> m.RoomList:
+        """The instances of ``room`` (``entries``: room, players, max_players)."""
+        return await self._request(m.Rooms(room=room))
+
     async def me(self) -> m.Profile:
         return await self._request(m.Me())
 
