@@ -173,10 +173,12 @@ class Router:
 
     # -- session-layer handlers --------------------------------------------------------------------
     async def on_login(self, link: Link, msg: m.Login) -> None:
-        await self.sessions.login(link, msg.name, msg.secret, msg.rid)
+        link.compact = msg.tick_format == "compact"
+        await self.sessions.login(link, msg.name, msg.secret, msg.rid, msg.tick_format)
 
     async def on_resume(self, link: Link, msg: m.Resume) -> None:
-        await self.sessions.resume(link, msg.token, msg.rid)
+        link.compact = msg.tick_format == "compact"
+        await self.sessions.resume(link, msg.token, msg.rid, msg.tick_format)
 
     async def on_join(self, link: Link, msg: m.Join) -> None:
         session = _session(link)

@@ -80,11 +80,13 @@ class SessionManager:
         if self.registry.by_name(name) is None:
             self.characters.release(name)
 
-    def _welcome(self, session: Session, rid: int | None) -> dict[str, Any]:
+    def _welcome(self, session: Session, rid: int | None, tick_format: str | None = None) -> dict[str, Any]:
         body = {"t": "welcome", "session": session.id,
                 "token": self.signer.issue(session.id, session.name, time.time()),
                 "character": session.character.wire(), "tick_rate": float(self.config.game.tick_rate),
                 "protocol": 1}
+        if tick_format is not None:   # extension, only when asked: a v1 welcome stays byte for byte
+            body["tick_format"] = tick_format
         if rid is not None:
             body["rid"] = rid
         return body
@@ -137,7 +139,8 @@ class SessionManager:
         return link.closing or not link.sink.is_open or self.stopping
 
     # -- login / resume ------------------------------------------------------------------------------
-    async def login(self, link: Link, name: str, secret: str, rid: int | None) -> None:
+    async def login(self, link: Link, name: str, secret: str, rid: int | None,
+                    tick_format: str | None = None) -> None:
         ch = await self.characters.login(name, secret)
         session_id = uuid.uuid4().hex
         if self.cluster.enabled:
@@ -176,7 +179,7 @@ class SessionManager:
         self.registry.add(session)
         self._count()
         event(log, "login", name=name, session=session.id)
-        link.send(self._welcome(session, rid))
+        link.send(self._welcome(session, rid, tick_format))
         self._enter(session, room, room == ch.room, None)
 
     def _enter(self, session: Session, room: str, returning: bool, rid: int | None) -> None:
@@ -191,7 +194,7 @@ class SessionManager:
             self.rooms.release_seat(session, room)
             raise
 
-    async def resume(self, link: Link, token: str, rid: int | None) -> None:
+    async def resume(self, link: Link, token: str, rid: int | None, tick_format: str | None = None) -> None:
         claims = self.signer.verify(token, time.time())
         session = self.registry.get(claims.session)
         returning = True
@@ -219,7 +222,7 @@ class SessionManager:
         session.link = link
         link.session = session
         event(log, "resume", name=session.name, session=session.id)
-        link.send(self._welcome(session, rid))
+        link.send(self._welcome(session, rid, tick_format))
         if session.target is not None:
             session.submit(session.target, "snapshot")
             return

@@ -114,12 +114,18 @@ class TopEntry(BaseModel):
 
 
 # --- client to server ----------------------------------------------------------------------------
+TickFormat = Literal["v1", "compact"]
+
+
 class Login(Message):
-    """Log in (first login of a name creates the character); answered by ``welcome`` then ``joined``."""
+    """Log in (first login of a name creates the character); answered by ``welcome`` then ``joined``.
+
+    Extension: ``tick_format="compact"`` asks for ticks with integer positions in tenths of a unit."""
 
     t: Literal["login"] = "login"
     name: Name
     secret: Secret
+    tick_format: TickFormat | None = None
 
 
 class Resume(Message):
@@ -127,6 +133,7 @@ class Resume(Message):
 
     t: Literal["resume"] = "resume"
     token: Annotated[str, Strict(), StringConstraints(min_length=1, max_length=1024)]
+    tick_format: TickFormat | None = None
 
 
 class Join(Message):
@@ -200,6 +207,7 @@ class Welcome(Message):
     character: Character
     tick_rate: Annotated[float, Strict(), Field(gt=0, allow_inf_nan=False)]
     protocol: Annotated[int, Strict(), Field(ge=1)] = PROTOCOL_VERSION
+    tick_format: TickFormat | None = None   # extension: echoed when the request asked for one
 
 
 class Joined(Message):
