@@ -15,7 +15,7 @@ import time
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
-from shared.codec import encode_raw
+from shared.codec import compact_tick, encode_raw
 
 from .wsframe import server_frame
 
@@ -103,7 +103,8 @@ class Outbox:
         if ticks:
             stamp = time.time()
             for receivers, body in ticks:
-                encoded = _Encoded({"t": "tick", "n": n, "ts": stamp, **body})
+                plain = _Encoded({"t": "tick", "n": n, "ts": stamp, **body})
+                small: _Encoded | None = None   # the compact form, made for the first receiver asking
                 for session in receivers:
                     link = session.link
                     if link is None:
@@ -115,7 +116,12 @@ class Outbox:
                             _queue(link, mine, binary)
                         link.queue_tick(body, n, stamp)
                         continue
-                    wire = encoded.wire(binary)
+                    if link.compact:
+                        if small is None:
+                            small = _Encoded(compact_tick(plain.body))
+                        wire = small.wire(binary)
+                    else:
+                        wire = plain.wire(binary)
                     sent += 1
                     sent_bytes += len(wire)
                     if mine:

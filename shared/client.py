@@ -26,7 +26,7 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
 from . import messages as m
-from .codec import decode_server, encode_raw, parse_frame
+from .codec import COMPACT, COMPACT_SCALE, decode_server, encode_raw, parse_frame
 from .errors import ProtocolError
 
 log = logging.getLogger("shared.client")
@@ -121,12 +121,13 @@ class World:
 class _Conn:
     """One socket and its reader; ``stale`` once replaced (its non-reply messages are dropped)."""
 
-    __slots__ = ("reader", "stale", "ws")
+    __slots__ = ("compact", "reader", "stale", "ws")
 
     def __init__(self, ws: ClientConnection) -> None:
         self.ws = ws
         self.reader: asyncio.Task[None] | None = None
         self.stale = False
+        self.compact = False   # the server confirmed compact ticks on this socket (welcome.tick_format)
 
 
 @dataclass(eq=False)
@@ -160,6 +161,14 @@ class _Raw:
         return body
 
 
+def _expanded(tick: m.Tick) -> m.Tick:
+    """A compact tick with its positions back in units."""
+    scale = COMPACT_SCALE
+    return tick.model_copy(update={
+        "moved": [(pid, x / scale, y / scale) for pid, x, y in tick.moved],
+        "joined": [(pid, name, x / scale, y / scale) for pid, name, x, y in tick.joined]})
+
+
 def _decode(frame: bytes | str) -> Any:
     """A protocol model when the frame is one of v1's shapes, else ``m.Custom`` (a room type's own
     message, or its ``joined``). Raises ProtocolError for frames that are not a message at all."""
@@ -181,9 +190,10 @@ class GameClient:
     def __init__(
         self, url: str, *, binary: bool = True, follow_redirects: bool = True,
         timeout: float = DEFAULT_TIMEOUT, queue_size: int = DEFAULT_QUEUE_SIZE,
-        keepalive: float | None = DEFAULT_KEEPALIVE,
+        keepalive: float | None = DEFAULT_KEEPALIVE, tick_format: str | None = COMPACT,
     ) -> None:
         self.url = url
+        self.tick_format = tick_format   # "compact" (the default): a third of the tick bytes; None: v1
         self.binary = binary
         self.follow_redirects = follow_redirects
         self.timeout = timeout
@@ -215,10 +225,13 @@ class GameClient:
         cls, url: str, *, binary: bool = True, follow_redirects: bool = True,
         timeout: float = DEFAULT_TIMEOUT,  # noqa: ASYNC109 (a client setting, applied per request)
         queue_size: int = DEFAULT_QUEUE_SIZE, keepalive: float | None = DEFAULT_KEEPALIVE,
+        tick_format: str | None = COMPACT,
     ) -> GameClient:
-        """Open the websocket (no login yet). ``binary`` picks msgpack frames, else JSON text."""
+        """Open the websocket (no login yet). ``binary`` picks msgpack frames, else JSON text.
+        ``tick_format``: ``"compact"`` asks for ticks with integer positions (expanded back to units
+        here, so ticks read the same either way); None keeps protocol v1's ticks."""
         client = cls(url, binary=binary, follow_redirects=follow_redirects, timeout=timeout,
-                     queue_size=queue_size, keepalive=keepalive)
+                     queue_size=queue_size, keepalive=keepalive, tick_format=tick_format)
         await client._open(url)
         client._ready.set()
         client._start_keepalive()
@@ -241,7 +254,7 @@ class GameClient:
                 self._spawn(old.ws.close())
             try:
                 new = await self._open(self.url)
-                welcome, _ = await self._request(m.Resume(token=self._token), wants_joined=True, conn=new)
+                welcome, _ = await self._request(self._resume_msg(self._token), wants_joined=True, conn=new)
             except ServerError:
                 self._ready.set()  # the new socket stays usable, e.g. for a fresh login
                 raise
@@ -296,13 +309,17 @@ class GameClient:
     # --- requests -----------------------------------------------------------------------------------
     async def login(self, name: str, secret: str) -> m.Welcome:
         """Log in; returns the ``welcome`` once the ``joined`` that follows it has arrived too."""
-        welcome, _ = await self._request(m.Login(name=name, secret=secret), wants_joined=True)
+        welcome, _ = await self._request(m.Login(name=name, secret=secret, tick_format=self.tick_format),
+                                         wants_joined=True)
         return welcome
 
     async def resume(self, token: str) -> m.Welcome:
         """Resume a session on this socket; returns the ``welcome`` once its ``joined`` arrived."""
-        welcome, _ = await self._request(m.Resume(token=token), wants_joined=True)
+        welcome, _ = await self._request(self._resume_msg(token), wants_joined=True)
         return welcome
+
+    def _resume_msg(self, token: str) -> m.Resume:
+        return m.Resume(token=token, tick_format=self.tick_format)
 
     async def join(self, room: str) -> m.Joined:
         """Enter ``room``; follows a ``redirect`` to the owning node when ``follow_redirects``."""
@@ -321,6 +338,10 @@ class GameClient:
 
     async def attack(self, mob: int) -> m.Hit:
         return await self._request(m.Attack(mob=mob))
+
+    async def rooms(self, room: str) -> m.RoomList:
+        """The instances of ``room`` (``entries``: room, players, max_players)."""
+        return await self._request(m.Rooms(room=room))
 
     async def me(self) -> m.Profile:
         return await self._request(m.Me())
@@ -425,6 +446,10 @@ class GameClient:
             async for frame in conn.ws:
                 try:
                     msg = _decode(frame)
+                    if isinstance(msg, m.Welcome):   # a server that knows the extension says so here
+                        conn.compact = msg.tick_format == COMPACT
+                    elif conn.compact and isinstance(msg, m.Tick):
+                        msg = _expanded(msg)
                 except ProtocolError as exc:
                     self._on_bad_frame(exc)
                     continue
@@ -530,7 +555,7 @@ class GameClient:
                     self.url = url
                     new = await self._open(url)
                     try:
-                        welcome, joined = await self._request(m.Resume(token=token), wants_joined=True,
+                        welcome, joined = await self._request(self._resume_msg(token), wants_joined=True,
                                                               conn=new)
                         break
                     except Redirected as again:
