@@ -2,17 +2,17 @@
 
 Two gates, both answered with an ``error`` carrying ``retry_after`` (seconds), never with silence:
 
-* ``Admission.check()`` at the start of a login, before any work, and again when the login's turn for
-  hashing comes: ``server_full`` while the server holds ``limits.max_sessions`` sessions, or while it is
-  overloaded: the event loop thread used more than ``limits.max_loop_busy`` of the last second on the CPU,
-  or the loop runs its timers late: the median tick lag of the last second, of the least late room, is
-  above ``limits.max_tick_lag`` (the loop does not get the CPU it needs, e.g. other processes on the
-  core). Once shut for overload the door opens
-  again only after ``limits.overload_recover`` seconds of calm: loop busy at least 0.1 below its limit and
-  the lag at most half of its limit (hysteresis: a door that flaps admits a burst of the waiting players,
-  then chokes on it). Players already admitted keep playing; only arrivals are turned away. The session
-  cap is soft by the logins already past their second check (hashing or storing the character: one or
-  two at a time).
+* ``Admission.check()`` when a login reaches the hashing (every login does: a new character is hashed,
+  an existing one verified), and again when its turn for hashing comes: ``server_full`` while the server
+  holds ``limits.max_sessions`` sessions, or while it is overloaded: the event loop thread used more than
+  ``limits.max_loop_busy`` of the last second on the CPU, or the loop runs its timers late (the median
+  tick lag of the last second, of the least late room, above ``limits.max_tick_lag``: the loop does not
+  get the CPU it needs, e.g. other processes on the core). Once shut for overload the door opens again
+  only after ``limits.overload_recover`` seconds of calm: loop busy at least 0.1 below its limit and the
+  lag at most half of its limit (hysteresis: a door that flaps admits a burst of the waiting players, then
+  chokes on it). Players already admitted keep playing; only arrivals are turned away. The session cap is
+  soft by the logins already past their second check (hashing or storing the character: one or two at a
+  time).
 * ``LoginQueue`` in front of the secret hashing (``gameserver.auth.SecretHasher``): at most ``slots`` hash
   jobs run at once, the others wait in arrival order; when ``limits.login_queue`` logins already wait, or
   the expected wait is over ``limits.login_max_wait`` seconds, the new one gets ``busy`` with the
@@ -33,11 +33,11 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from .auth import SecretHasher
+from .errors import Retry
 
 if TYPE_CHECKING:
     from .config import ServerConfig
     from .metrics import Metrics
-    from .session import Link
 
 T = TypeVar("T")
 
@@ -51,22 +51,12 @@ class Gate(Protocol):
     async def run(self, job: Callable[[], Awaitable[T]]) -> T: ...
 
 
-class Refused(Exception):
-    """A login turned away: ``code`` is ``busy`` or ``server_full``; come back in ``retry_after`` s."""
+class Refused(Retry):
+    """A login turned away: ``code`` is ``busy`` or ``server_full``; come back in ``retry_after`` s
+    (clamped to 1-30 s). Answered by the router like every ``Retry`` (``errors.wire_error``)."""
 
     def __init__(self, code: str, message: str, retry_after: float) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-        self.retry_after = min(MAX_RETRY_AFTER, max(MIN_RETRY_AFTER, retry_after))
-
-    def body(self, rid: int | None) -> dict[str, Any]:
-        """The ``error`` message answering the refused request."""
-        body: dict[str, Any] = {"t": "error", "code": self.code, "message": self.message,
-                                "retry_after": round(self.retry_after, 1)}
-        if rid is not None:
-            body["rid"] = rid
-        return body
+        super().__init__(code, message, round(min(MAX_RETRY_AFTER, max(MIN_RETRY_AFTER, retry_after)), 1))
 
 
 class LoginQueue:
@@ -254,21 +244,23 @@ class Admission:
         return None
 
     def check(self) -> None:
-        """Call first thing in a login: raises ``Refused("server_full")`` when no one new may come in."""
+        """Raises ``Refused("server_full")`` (counted) when no one new may come in."""
         reason = self._full()
         if reason is not None:
+            self._refused.labels("server_full").inc()
             raise Refused("server_full", reason, self.full_retry_after)
 
     async def run(self, job: Callable[[], Awaitable[T]]) -> T:
-        """The hasher's gate: queue ``job`` (a login's hash) and check again when its turn comes, so a
-        login that waited while the server filled up is refused instead of admitted."""
-        return await self.queue.run(job, ready=self.check)
-
-    def answer(self, link: Link, exc: Refused, rid: int | None) -> None:
-        """Send the refusal (``error`` with ``retry_after``) and count it."""
-        self._refused.labels(exc.code).inc()
-        self.metrics.errors.labels(exc.code).inc()
-        link.send(exc.body(rid))
+        """The hasher's gate, so every login passes here: check, queue ``job`` (the login's hash) in
+        arrival order, and check again when its turn comes (a login that waited while the server filled
+        up is refused instead of admitted). Refusals are counted and raised as ``Refused``."""
+        self.check()
+        try:
+            return await self.queue.run(job, ready=self.check)
+        except Refused as exc:
+            if exc.code == "busy":
+                self._refused.labels("busy").inc()
+            raise
 
     def status(self) -> dict[str, Any]:
         """For ``/health``: ``degraded`` (with the reason) while new logins get ``server_full``."""

@@ -1,13 +1,16 @@
 """Character persistence: load/create at login, XP grants via CAS, write-behind of position.
 
-Record bins (key ``(namespace, set, name)``): ``name, secret, xp, level, kills, room, x, y, grants, created``.
+Record bins (key ``(namespace, set, name)``): ``name, secret, xp, level, kills, room, x, y, grants, created,
+data`` (``data``: room type namespace -> that type's ``Player.data`` dict).
 
 Write rules (no write may clobber another):
 - ``xp``, ``level`` and ``grants`` change only through ``store.cas`` in ``grant_xp``; a grant carries an
   idempotency id kept in the bounded ``grants`` list, so a retried grant is applied once.
-- ``room``, ``x``, ``y`` and ``kills`` are written with ``store.put`` of exactly those bins (put merges bins),
-  at most every ``flush_interval`` seconds per dirty character, and on leave / disconnect / session end /
-  shutdown. The in-memory ``Character`` of a live session is the authority for those bins.
+- ``room``, ``x``, ``y``, ``kills`` and ``data`` are written with ``store.put`` of exactly those bins (put
+  merges bins), at most every ``flush_interval`` seconds per changed character, and on leave / disconnect /
+  session end / shutdown. ``data`` changes are found by comparing with what was last written, so room code
+  just assigns (``player.data["coins"] = 7``). The in-memory ``Character`` of a live session is the
+  authority for those bins.
 """
 
 from __future__ import annotations
@@ -19,22 +22,23 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgpack
+
 from datastore import Key, RecordExistsError
 
 from .auth import SecretHasher
 from .config import ServerConfig
+from .errors import AuthFailed
 from .game.rules import level_for_xp
 from .leaderboard import Leaderboard
+from .loginguard import LoginGuard, LoginThrottled
 from .logs import event
 from .metrics import Metrics
+from .storehealth import StoreHealth
 
 log = logging.getLogger("gameserver.characters")
 
 POSITION_BINS = ("room", "x", "y", "kills")
-
-
-class AuthFailed(Exception):
-    """Wrong secret for an existing character."""
 
 
 class UnknownCharacter(Exception):
@@ -53,7 +57,18 @@ class Character:
     room: str = "town"
     x: float = 500.0
     y: float = 500.0
+    data: dict[str, Any] = field(default_factory=dict, repr=False)
     dirty: bool = field(default=False, repr=False)
+    saved_data: bytes = field(default=b"\x80", repr=False)   # msgpack of ``data`` as last written
+
+    def packed_data(self) -> bytes | None:
+        """``data`` as msgpack when it changed since the last write, else None (a write-behind check).
+        Empty namespaces are left out (every room a character enters gets one)."""
+        data = {k: v for k, v in self.data.items() if v}
+        if not data and self.saved_data == b"\x80":
+            return None
+        packed = msgpack.packb(data, use_bin_type=True)
+        return None if packed == self.saved_data else packed
 
     def wire(self) -> dict[str, Any]:
         """The protocol's ``character`` object."""
@@ -87,7 +102,11 @@ class CharacterStore:
         self.spawn = spawn                      # room name -> spawn point
         self.live: dict[str, Character] = {}   # characters with a session
         self.shared_ranking: Any = None          # cluster: the ranking every node reads (awaited per grant)
+        self.health = StoreHealth()              # grants and flushes waiting for the store (/health)
+        metrics.store_degraded.set_function(lambda: float(self.health.degraded))
         self._flusher: asyncio.Task[None] | None = None
+        auth = config.auth
+        self.guard = LoginGuard(auth.login_failures, auth.login_window, auth.login_tracked_names)
 
     def key(self, name: str) -> Key:
         return Key(self.config.store.namespace, self.config.store.set, name)
@@ -117,7 +136,22 @@ class CharacterStore:
 
     # -- login -------------------------------------------------------------------------------------
     async def login(self, name: str, secret: str) -> Character:
-        """The character of ``name`` if ``secret`` matches (creating it on first login); else AuthFailed."""
+        """The character of ``name`` if ``secret`` matches (creating it on first login); else AuthFailed.
+
+        LoginThrottled, without hashing anything, while the name is locked by recent failures.
+        """
+        retry = self.guard.retry_after(name, time.monotonic())
+        if retry is not None:
+            raise LoginThrottled(retry)
+        try:
+            ch = await self._verify_or_create(name, secret)
+        except AuthFailed:
+            self.guard.failed(name, time.monotonic())
+            raise
+        self.guard.succeeded(name)
+        return ch
+
+    async def _verify_or_create(self, name: str, secret: str) -> Character:
         auth = self.config.auth
         live = self.live.get(name)
         if live is not None:
@@ -134,7 +168,7 @@ class CharacterStore:
             try:
                 await self._timed("put", self.store.put(self.key(name), bins, exists="create"))
             except RecordExistsError:
-                return await self.login(name, secret)   # lost a creation race: verify against the winner
+                return await self._verify_or_create(name, secret)   # lost a creation race: check the winner
             event(log, "character_created", name=name)
             ch = Character(name=name, secret=hashed, room=room, x=x, y=y)
             self.leaderboard.update(name, 0, 1)
@@ -156,8 +190,11 @@ class CharacterStore:
         else:
             x, y = float(bins.get("x", 0.0)), float(bins.get("y", 0.0))
         xp = int(bins.get("xp", 0))
+        data = bins.get("data")
+        data = data if isinstance(data, dict) else {}
         return Character(name=name, secret=str(bins["secret"]), xp=xp, level=level_for_xp(xp),
-                         kills=int(bins.get("kills", 0)), room=room, x=x, y=y)
+                         kills=int(bins.get("kills", 0)), room=room, x=x, y=y, data=data,
+                         saved_data=msgpack.packb(data, use_bin_type=True))
 
     async def adopt(self, name: str) -> Character:
         """The character of a session resumed from another node (the token already proved who it is)."""
@@ -176,6 +213,9 @@ class CharacterStore:
             fresh = self._from_bins(ch.name, rec.bins)
             ch.xp, ch.level, ch.kills = fresh.xp, fresh.level, fresh.kills
             ch.room, ch.x, ch.y = fresh.room, fresh.x, fresh.y
+            ch.data.clear()
+            ch.data.update(fresh.data)
+            ch.saved_data = fresh.saved_data
 
     async def refresh_xp(self, ch: Character) -> None:
         """Re-read XP (grants from other nodes); never lowers it."""
@@ -188,13 +228,18 @@ class CharacterStore:
     def release(self, name: str) -> None:
         """Forget a character whose session ended (call after its final flush)."""
         self.live.pop(name, None)
+        self.health.succeeded(f"flush:{name}")   # nothing of it waits for the store any more
 
     # -- XP ----------------------------------------------------------------------------------------
     async def grant_xp(self, name: str, amount: int, grant_id: str) -> GrantResult:
-        """Add ``amount`` XP to ``name`` once per ``grant_id`` (CAS on the record). Store errors propagate.
+        """Add ``amount`` XP to ``name`` once per ``grant_id`` (CAS on the record). Store errors propagate
+        (``UnknownCharacter`` when there is no record); ``gameserver.grants`` decides what to retry.
 
-        Guarantee: when this returns, the record holds the grant with the store's configured durability;
-        calling it again with the same id changes nothing and returns ``applied=False``.
+        Guarantee: when this returns, the record holds the grant with the store's configured durability
+        (with ``replicas=N`` on Redis: confirmed by N replicas); calling it again with the same id changes
+        nothing and returns ``applied=False``, after the store confirmed the record holding it (so a retry
+        after an in-doubt error is acknowledged only once the first write is as durable as a new one).
+        The id is found while it is among the character's last ``persist.recent_grants`` grants.
         """
         keep = self.config.persist.recent_grants
         state: dict[str, Any] = {}
@@ -240,24 +285,34 @@ class CharacterStore:
         ch.dirty = True
 
     async def flush(self, ch: Character) -> None:
-        """Write position, room and kills now (only those bins)."""
+        """Write position, room, kills (and ``data`` when it changed) now: only those bins."""
         ch.dirty = False
+        bins: dict[str, Any] = {"room": ch.room, "x": ch.x, "y": ch.y, "kills": ch.kills}
+        packed = ch.packed_data()
+        if packed is not None:
+            bins["data"] = msgpack.unpackb(packed)   # a snapshot: room code may change ``data`` meanwhile
+        work = f"flush:{ch.name}"
         try:
-            await self._timed("put", self.store.put(self.key(ch.name), {
-                "room": ch.room, "x": ch.x, "y": ch.y, "kills": ch.kills}, exists="update"))
-        except Exception:
+            await self._timed("put", self.store.put(self.key(ch.name), bins, exists="update"))
+        except Exception as exc:
             ch.dirty = True   # try again next period
+            self.health.failed(work, exc)
             raise
+        self.health.succeeded(work)
+        if packed is not None:
+            ch.saved_data = packed
 
     async def flush_dirty(self) -> int:
-        """Flush every dirty live character; errors are logged and retried next period."""
-        dirty = [ch for ch in self.live.values() if ch.dirty]
-        for ch in dirty:
+        """Flush every changed live character; errors are logged and retried next period."""
+        flushed = 0
+        for ch in list(self.live.values()):
             try:
-                await self.flush(ch)
-            except Exception as exc:
+                if ch.dirty or ch.packed_data() is not None:
+                    flushed += 1
+                    await self.flush(ch)
+            except Exception as exc:   # store down, or room code put something unstorable in data
                 event(log, "flush_failed", level=logging.WARNING, name=ch.name, error=repr(exc))
-        return len(dirty)
+        return flushed
 
     async def flush_all(self) -> None:
         for ch in list(self.live.values()):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -75,6 +76,11 @@ class AuthConfig(_Section):
     hash_threads: int = Field(1, ge=1, le=32, description="dedicated hashing threads (logins hashed at once)")
     hash_nice: int = Field(5, ge=0, le=19, description="nice value of the hashing threads (Linux): the "
                            "event loop wins the core, hashing gets what is left")
+    login_failures: int = Field(5, ge=1, description="wrong secrets for one name within login_window "
+                                "that lock the name for login_window seconds (gameserver.loginguard)")
+    login_window: float = Field(60.0, gt=0, description="seconds failures count, and a lock lasts")
+    login_tracked_names: int = Field(10_000, ge=1, description="names tracked for failed logins "
+                                     "(when full, the least recently failed is forgotten)")
 
     @model_validator(mode="after")
     def _n_power_of_two(self) -> AuthConfig:
@@ -117,9 +123,24 @@ class MobConfig(_Section):
 
 
 class RoomConfig(_Section):
-    """A room: explicit ``mobs`` and/or ``mob_count`` mobs laid out on a grid (deterministic)."""
+    """A configured room.
 
-    name: str = Field(min_length=1, max_length=32)
+    ``type`` is the room type: ``"module:Class"`` (imported at start-up) or, in programmatic use, the
+    class itself; without it the room is the built-in game, whose size and mobs are the fields below
+    (explicit ``mobs`` and/or ``mob_count`` mobs laid out on a grid, deterministically). ``options`` is
+    the room type's own table (``Room.options``). ``max_players`` limits the seats of one instance.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    name: str = Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_.-]+$")
+    type: Any = Field(None, description='"module:Class" of a gameserver.rooms.Room subclass; '
+                                        'None: the built-in game')
+    options: dict[str, Any] = Field(default_factory=dict)
+    max_players: int | None = Field(None, ge=1, le=1_000_000)
+    tick_rate: float | None = Field(None, gt=0, le=1000, description="None: the type's, else [game]")
+    idle_dispose: float = Field(30.0, ge=0, description="an empty instance other than the first is "
+                                "disposed after this many seconds (kept while a seat is held)")
     width: float = Field(1000.0, gt=0)
     height: float = Field(1000.0, gt=0)
     mobs: tuple[MobConfig, ...] = ()
@@ -127,6 +148,27 @@ class RoomConfig(_Section):
     mob_kind: str = "slime"
     mob_hp: int = Field(100, ge=1)
     mob_xp: int = Field(10, ge=0)
+
+    @model_validator(mode="after")
+    def _type_shape(self) -> RoomConfig:
+        room = f"room {self.name}"
+        if self.type is not None and not isinstance(self.type, str | type):
+            raise ValueError(f'{room}: type must be "module:Class" or a Room subclass')
+        if isinstance(self.type, str) and not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*", self.type):
+            raise ValueError(f'{room}: type {self.type!r} is not of the form "module:Class"')
+        builtin_fields = {"width", "height", "mobs", "mob_count", "mob_kind", "mob_hp", "mob_xp"}
+        if self.type is not None and builtin_fields & self.model_fields_set:
+            used = sorted(builtin_fields & self.model_fields_set)
+            raise ValueError(f"{room}: {', '.join(used)}: only for the built-in game; put a room type's "
+                             "settings in [rooms.options]")
+        if self.type is None and self.options:
+            raise ValueError(f"{room}: options: only for rooms with a type (the built-in game takes width, "
+                             "height, mobs, mob_count ...)")
+        return self
+
+    @property
+    def builtin(self) -> bool:
+        return self.type is None
 
     def all_mobs(self) -> list[MobConfig]:
         """Explicit mobs plus ``mob_count`` generated ones on a regular grid inside the bounds."""
@@ -164,11 +206,33 @@ class StoreConfig(_Section):
 
 
 class PersistConfig(_Section):
+    """Write-behind and XP grants (``gameserver/grants.py``: which errors are retried, and for how long)."""
+
     flush_interval: float = Field(2.0, gt=0, description="write-behind period for position/room/kills")
-    grant_retries: int = Field(5, ge=0, description="store-error retries of one XP grant")
-    grant_backoff: float = Field(0.05, ge=0, description="first retry delay, doubled each retry")
+    grant_retry_for: float = Field(30.0, ge=0, description="seconds one XP grant keeps retrying while the "
+                                   "store fails (outlasts a Redis failover, ~3 s, and a short restart); "
+                                   "then error internal")
+    grant_backoff: float = Field(0.05, gt=0, description="first retry delay; doubled per retry up to "
+                                 "grant_backoff_max, each delay jittered (half of it to all of it)")
+    grant_backoff_max: float = Field(1.0, gt=0, description="longest delay between two tries of a grant")
+    grant_pending_max: int = Field(10_000, ge=1, description="grants not yet stored at once (memory bound); "
+                                   "a grant beyond it gets error internal at once")
     recent_grants: int = Field(64, ge=1, description="grant ids kept per character for idempotency")
     cas_retries: int = Field(16, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and "grant_retries" in data:
+            raise ValueError("persist.grant_retries was replaced by persist.grant_retry_for (seconds a "
+                             "grant keeps retrying)")
+        return data
+
+    @model_validator(mode="after")
+    def _backoff_capped(self) -> PersistConfig:
+        if self.grant_backoff > self.grant_backoff_max:
+            raise ValueError("persist.grant_backoff must be at most persist.grant_backoff_max")
+        return self
 
 
 class ClusterConfig(_Section):
@@ -230,6 +294,8 @@ class ServerConfig(_Section):
         if unknown:
             raise ValueError(f"cluster.rooms names unknown rooms: {unknown}")
         for room in self.rooms:
+            if not room.builtin:
+                continue
             ids = [m.id for m in room.all_mobs()]
             if len(set(ids)) != len(ids):
                 raise ValueError(f"room {room.name}: duplicate mob ids")
@@ -239,7 +305,7 @@ class ServerConfig(_Section):
         return self
 
     def room_specs(self) -> list[Any]:
-        """``RoomSpec`` of every configured room (the game's default world when none is configured)."""
+        """``RoomSpec`` of every built-in room (the game's default world when no room is configured)."""
         from .game.world import MobSpec, RoomSpec, default_rooms
 
         if not self.rooms:
@@ -248,8 +314,14 @@ class ServerConfig(_Section):
             RoomSpec(r.name, r.width, r.height, tuple(
                 MobSpec(id=mob.id, kind=mob.kind, x=mob.x, y=mob.y, hp=mob.hp, xp=mob.xp)
                 for mob in r.all_mobs()))
-            for r in self.rooms
+            for r in self.rooms if r.builtin
         ]
+
+    def room_configs(self) -> tuple[RoomConfig, ...]:
+        """Every configured room; the default world (built-in rooms) when none is configured."""
+        if self.rooms:
+            return self.rooms
+        return tuple(RoomConfig(name=name) for name in DEFAULT_ROOM_NAMES)
 
     def rules(self) -> Any:
         from .game.rules import Rules

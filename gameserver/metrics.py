@@ -33,8 +33,17 @@ class Metrics:
         self.store_latency = Histogram("gameserver_datastore_op_seconds", "Datastore call latency", ["op"],
                                        buckets=_FAST_BUCKETS, registry=r)
         self.cas_retries = Counter("gameserver_cas_retries", "CAS attempts beyond the first", registry=r)
-        self.grant_failures = Counter("gameserver_xp_grant_failures", "XP grants failed after retries",
+        # XP grants (gameserver/grants.py): started, retries by kind, not stored by why, waiting now
+        self.grants = Counter("gameserver_xp_grants", "XP grants started", registry=r)
+        self.grant_retries = Counter("gameserver_xp_grant_retries", "XP grant tries beyond the first, by "
+                                     "the failed try's kind (failed, in_doubt)", ["kind"], registry=r)
+        self.grant_failures = Counter("gameserver_xp_grant_failures", "XP grants not stored (final error, "
+                                      "gave_up after persist.grant_retry_for, overflow, shutdown)", ["why"],
                                       registry=r)
+        self.grants_pending = Gauge("gameserver_xp_grants_pending", "XP grants not stored yet (in flight or "
+                                    "waiting to retry)", registry=r)
+        self.store_degraded = Gauge("gameserver_store_degraded", "1 while work waits for an unavailable "
+                                    "datastore (/health degraded)", registry=r)
         self.queue_drops = Counter("gameserver_queue_drops", "Dropped queued items by kind", ["kind"],
                                    registry=r)
         self.coalesced_ticks = Counter("gameserver_coalesced_ticks", "Ticks merged for slow sessions",
@@ -44,6 +53,10 @@ class Metrics:
         self.errors = Counter("gameserver_errors", "error replies by code", ["code"], registry=r)
         self.logins_refused = Counter("gameserver_logins_refused", "Logins refused by admission "
                                       "(busy, server_full)", ["reason"], registry=r)
+        self.room_instances = Gauge("gameserver_room_instances", "Instances of each room run by this node",
+                                    ["room"], registry=r)
+        self.room_errors = Counter("gameserver_room_errors", "Exceptions raised by room code",
+                                   ["room", "hook"], registry=r)
         self._in: dict[str, Counter] = {}
         self._out: dict[str, Counter] = {}
 

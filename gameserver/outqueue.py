@@ -4,8 +4,9 @@ Two parts with two overflow policies:
 - reliable: already-encoded frames (replies, chat, xp, hit, level_up, bye) in FIFO order, never dropped;
   more than ``max_reliable`` pending raises ``QueueOverflow`` and the session is disconnected.
 - ticks: at most ONE pending tick. Each new tick is merged into it (``moved`` keeps the latest position per
-  player, ``joined``/``left`` cancel out, ``mobs`` keeps the latest hp), so a slow client gets the latest
-  state, not a backlog, and memory stays bounded by the room's size.
+  player, ``joined``/``left`` cancel out, ``mobs`` keeps the latest hp; any other list of ``[id, ...]``
+  entries a room type sends keeps the latest entry per id, any other value the latest value), so a slow
+  client gets the latest state, not a backlog, and memory stays bounded by the room's size.
 
 The writer drains reliable frames first, then the merged tick. A room change calls ``reset_tick`` because a
 ``joined`` reply carries a full snapshot and older tick state of another room must not follow it.
@@ -23,16 +24,20 @@ class QueueOverflow(Exception):
     """The reliable queue is over its bound: the session must be disconnected."""
 
 
+_KNOWN = frozenset({"t", "n", "ts", "moved", "joined", "left", "mobs"})
+
+
 class TickAccumulator:
     """Merges tick bodies (wire shape: moved/joined/left/mobs lists) into one."""
 
-    __slots__ = ("joined", "left", "mobs", "moved", "n", "ts")
+    __slots__ = ("extra", "joined", "left", "mobs", "moved", "n", "ts")
 
     def __init__(self) -> None:
         self.moved: dict[Any, list[Any]] = {}
         self.joined: dict[Any, list[Any]] = {}
         self.left: dict[Any, None] = {}
         self.mobs: dict[Any, Any] = {}
+        self.extra: dict[str, tuple[bool, Any]] = {}   # other keys: (True, {id: entry}) or (False, value)
         self.n = 0
         self.ts = 0.0
 
@@ -56,13 +61,33 @@ class TickAccumulator:
                 self.moved[pid] = [pid, x, y]
         for mob, hp in body.get("mobs") or ():
             self.mobs[mob] = hp
+        for key, value in body.items():
+            if key not in _KNOWN:
+                self._merge_extra(key, value)
+
+    def _merge_extra(self, key: str, value: Any) -> None:
+        if isinstance(value, list) and all(isinstance(e, list | tuple) and e for e in value):
+            known = self.extra.get(key)
+            entries = known[1] if known is not None and known[0] else {}
+            for entry in value:
+                try:
+                    entries[entry[0]] = entry
+                except TypeError:   # an unhashable id: no merging possible, keep the latest list
+                    self.extra[key] = (False, value)
+                    return
+            self.extra[key] = (True, entries)
+        else:
+            self.extra[key] = (False, value)
 
     def body(self) -> dict[str, Any]:
-        return {
+        body = {
             "t": "tick", "n": self.n, "ts": self.ts,
             "moved": list(self.moved.values()), "joined": list(self.joined.values()),
             "left": list(self.left), "mobs": [[m, hp] for m, hp in self.mobs.items()],
         }
+        for key, (by_id, value) in self.extra.items():
+            body[key] = list(value.values()) if by_id else value
+        return body
 
 
 class OutQueue:

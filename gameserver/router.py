@@ -1,9 +1,17 @@
-"""Frame in -> handler: size check, rate limit, decode, table ``t -> handler``, errors out.
+"""Frame in -> handler: size check, rate limit, parse, a table ``t -> handler``, errors out.
 
-``error_for`` is the ONE place where exceptions become protocol error codes; anything unexpected becomes
-``internal`` with the stack logged and a generic message (never a traceback to the client).
-Session-level messages are answered here; room inputs go to the room runner's queue and are answered at
-the next tick.
+Two kinds of messages:
+- the session layer (``login``, ``resume``, ``join``, ``leave``, ``me``, ``top``, ``ping``, ``chat``),
+  validated by the protocol models of ``shared.messages`` and handled here (room inputs go to the
+  session's room runner, applied at its next tick);
+- the messages a room type registers (``@on_message``; the built-in game's ``move`` and ``attack``),
+  validated by that room type's model and queued to the session's room, handled at its next tick in
+  arrival order. A type no room type of this server knows is ``unknown_type``; one that the session's
+  current room does not know is ``unknown_type`` too, and one some room knows while the session is in no
+  room is ``not_in_room``.
+
+``gameserver.errors.wire_error`` is the ONE place where exceptions become protocol error codes; anything
+unexpected becomes ``internal`` with the stack logged and a generic message (never a traceback).
 """
 
 from __future__ import annotations
@@ -14,55 +22,38 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from shared import messages as m
-from shared.codec import decode_client
+from shared.codec import parse_frame, validate
 from shared.errors import MessageTooLarge, ProtocolError
 
-from .characters import AuthFailed
-from .cluster import RoomUnavailable
-from .game.room import GameError
+from .errors import RequestError, is_expected, wire_error
 from .logs import event
 from .ratelimit import Verdict
-from .session import Link, RoomBusy, Session
-from .tokens import BadToken
+from .rooms.api import SESSION_TYPES
+from .session import Link, Session
 
 if TYPE_CHECKING:
-    from .app import GameServer
+    from .config import LimitsConfig
+    from .metrics import Metrics
+    from .rooms.host import RoomHost
+    from .sessions import SessionManager
 
 log = logging.getLogger("gameserver.router")
 
+SESSION_MODELS: dict[str, type[m.Message]] = {
+    t: cls for t, cls in m.CLIENT_TYPES.items() if t in SESSION_TYPES}
 
-class RequestError(Exception):
-    """A handler refuses a request with a protocol error code."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-def error_for(exc: BaseException) -> tuple[str, str]:
-    """Exception -> (error code, client-safe message)."""
-    if isinstance(exc, RequestError | ProtocolError | GameError):
-        return exc.code, exc.message
-    if isinstance(exc, AuthFailed):
-        return "auth_failed", "wrong name or secret"
-    if isinstance(exc, BadToken):
-        return "bad_token", f"cannot resume: {exc}"
-    if isinstance(exc, RoomBusy | RoomUnavailable):
-        return "internal", str(exc)
-    event(log, "handler_failed", level=logging.ERROR, exc_info=(type(exc), exc, exc.__traceback__),
-          error=repr(exc))
-    return "internal", "internal server error"
+Handler = Callable[[Link, Any], Awaitable[None]]
 
 
 def _rid_of(frame: bytes | str, max_size: int) -> int | None:
     """Best-effort rid of a frame we are dropping (for the rate_limited error)."""
     try:
-        return decode_client(frame, max_size=max_size).rid
+        rid = parse_frame(frame, max_size=max_size).get("rid")
     except ProtocolError as exc:
         return exc.rid
     except Exception:
         return None
+    return rid if type(rid) is int and m.INT64_MIN <= rid <= m.UINT64_MAX else None
 
 
 def _too_large(frame: bytes | str, limit: int) -> bool:
@@ -73,40 +64,47 @@ def _too_large(frame: bytes | str, limit: int) -> bool:
     return len(frame) > limit
 
 
-Handler = Callable[["GameServer", Link, Any], Awaitable[None]]
+def _with_rid(body: dict[str, Any], rid: int | None) -> dict[str, Any]:
+    if rid is not None:
+        body["rid"] = rid
+    return body
 
 
 class Router:
-    def __init__(self, server: GameServer) -> None:
-        self.server = server
-        self.max_bytes = server.config.limits.max_message_bytes
+    def __init__(self, sessions: SessionManager, rooms: RoomHost, metrics: Metrics, limits: LimitsConfig,
+                 top: Callable[[int], Awaitable[list[dict[str, Any]]]],
+                 refresh: Callable[[Any], Awaitable[None]]) -> None:
+        self.sessions = sessions
+        self.rooms = rooms
+        self.metrics = metrics
+        self.max_bytes = limits.max_message_bytes
+        self.top = top
+        self.refresh = refresh
         self.handlers: dict[str, tuple[Handler, bool]] = {
             # t: (handler, needs a session)
-            "login": (on_login, False),
-            "resume": (on_resume, False),
-            "join": (on_join, True),
-            "leave": (on_leave, True),
-            "move": (on_move, True),
-            "chat": (on_chat, True),
-            "attack": (on_attack, True),
-            "me": (on_me, True),
-            "top": (on_top, True),
-            "ping": (on_ping, False),
+            "login": (self.on_login, False),
+            "resume": (self.on_resume, False),
+            "join": (self.on_join, True),
+            "leave": (self.on_leave, True),
+            "chat": (self.on_chat, True),
+            "me": (self.on_me, True),
+            "top": (self.on_top, True),
+            "ping": (self.on_ping, False),
+            "rooms": (self.on_rooms, True),
         }
 
     def reply_error(self, link: Link | None, exc: BaseException, rid: int | None) -> None:
-        code, message = error_for(exc)
-        self.server.metrics.errors.labels(code).inc()
-        if link is None:
-            return
-        body: dict[str, Any] = {"t": "error", "code": code, "message": message}
-        if rid is not None:
-            body["rid"] = rid
-        link.send(body)
+        body = wire_error(exc, rid)
+        if not is_expected(exc):
+            event(log, "handler_failed", level=logging.ERROR,
+                  exc_info=(type(exc), exc, exc.__traceback__), error=repr(exc))
+        self.metrics.errors.labels(body["code"]).inc()
+        if link is not None:
+            link.send(body)
 
     async def receive(self, link: Link, frame: bytes | str) -> None:
         """Handle one frame from ``link``. Never raises (except cancellation)."""
-        metrics = self.server.metrics
+        metrics = self.metrics
         metrics.bytes_in.inc(len(frame))
         if link.binary is None:
             link.binary = not isinstance(frame, str)
@@ -125,8 +123,15 @@ class Router:
                 self.reply_error(link, RequestError("rate_limited", "too many messages, slow down"),
                                  _rid_of(frame, self.max_bytes))
             return
+        raw: dict[str, Any] = {}
         try:
-            msg = decode_client(frame, max_size=self.max_bytes)
+            raw = parse_frame(frame, max_size=self.max_bytes)
+            t = raw["t"]
+            model = SESSION_MODELS.get(t)
+            if model is None:
+                self._room_message(link, t, raw)
+                return
+            msg = validate(raw, model)
         except MessageTooLarge:
             link.bye("too_large")
             return
@@ -134,86 +139,85 @@ class Router:
             metrics.msg_in("_invalid").inc()
             self.reply_error(link, exc, exc.rid)
             return
-        metrics.msg_in(msg.t).inc()
-        handler, needs_session = self.handlers[msg.t]
+        except Exception as exc:   # a room message refused (not in a room, room busy)
+            self.reply_error(link, exc, _rid(raw))
+            return
+        metrics.msg_in(t).inc()
+        handler, needs_session = self.handlers[t]
         try:
             if needs_session and link.session is None:
                 raise RequestError("not_logged_in", "log in first")
-            await handler(self.server, link, msg)
+            await handler(link, msg)
         except Exception as exc:
             self.reply_error(link, exc, msg.rid)
 
+    def _room_message(self, link: Link, t: str, raw: dict[str, Any]) -> None:
+        """Validate a room type's message by its model and queue it to the session's room."""
+        if t not in self.rooms.message_types:
+            raise ProtocolError("unknown_type", f"unknown message type {t[:40]!r}", _rid(raw))
+        session = link.session
+        target = session.target if session is not None else None
+        entry = target.room.messages.get(t) if target is not None else None
+        rid = _rid(raw)
+        fields = {k: v for k, v in raw.items() if k != "t" and k != "rid"}
+        if entry is None:
+            if session is not None and target is not None:
+                raise ProtocolError("unknown_type", f"room {target.name} has no message type {t[:40]!r}", rid)
+            validate(fields, self.rooms.model_for(t), rid)   # a bad message is bad_message first (v1)
+            if session is None:
+                raise RequestError("not_logged_in", "log in first")
+            raise RequestError("not_in_room", "not in a room")
+        msg = validate(fields, entry[0], rid)
+        self.metrics.msg_in(t).inc()
+        session.submit(target, "message", (t, msg), rid)   # type: ignore[union-attr]
 
-def _with_rid(body: dict[str, Any], rid: int | None) -> dict[str, Any]:
-    if rid is not None:
-        body["rid"] = rid
-    return body
+    # -- session-layer handlers --------------------------------------------------------------------
+    async def on_login(self, link: Link, msg: m.Login) -> None:
+        link.compact = msg.tick_format == "compact"
+        await self.sessions.login(link, msg.name, msg.secret, msg.rid, msg.tick_format)
+
+    async def on_resume(self, link: Link, msg: m.Resume) -> None:
+        link.compact = msg.tick_format == "compact"
+        await self.sessions.resume(link, msg.token, msg.rid, msg.tick_format)
+
+    async def on_join(self, link: Link, msg: m.Join) -> None:
+        session = _session(link)
+        await self.sessions.join(session, msg.room, msg.rid)
+
+    async def on_leave(self, link: Link, msg: m.Leave) -> None:
+        session = _session(link)
+        if session.target is None:
+            raise RequestError("not_in_room", "not in a room")
+        session.submit(session.target, "leave", None, msg.rid)
+
+    async def on_chat(self, link: Link, msg: m.Chat) -> None:
+        session = _session(link)
+        if session.target is None:
+            raise RequestError("not_in_room", "not in a room")
+        session.submit(session.target, "chat", msg.text, msg.rid)
+
+    async def on_me(self, link: Link, msg: m.Me) -> None:
+        ch = _session(link).character
+        await self.refresh(ch)
+        link.send(_with_rid({"t": "profile", "character": ch.wire(), "kills": ch.kills}, msg.rid))
+
+    async def on_top(self, link: Link, msg: m.Top) -> None:
+        link.send(_with_rid({"t": "top", "entries": await self.top(msg.n)}, msg.rid))
+
+    async def on_rooms(self, link: Link, msg: m.Rooms) -> None:
+        if msg.room not in self.rooms.types:
+            raise RequestError("no_such_room", f"no room {msg.room!r}")
+        link.send(_with_rid({"t": "rooms", "entries": await self.rooms.listing(msg.room)}, msg.rid))
+
+    async def on_ping(self, link: Link, msg: m.Ping) -> None:
+        link.send(_with_rid({"t": "pong", "ts": time.time()}, msg.rid))
+
+
+def _rid(raw: dict[str, Any]) -> int | None:
+    rid = raw.get("rid")
+    return rid if type(rid) is int and m.INT64_MIN <= rid <= m.UINT64_MAX else None
 
 
 def _session(link: Link) -> Session:
     assert link.session is not None
     return link.session
-
-
-async def on_login(server: GameServer, link: Link, msg: m.Login) -> None:
-    await server.login(link, msg.name, msg.secret, msg.rid)
-
-
-async def on_resume(server: GameServer, link: Link, msg: m.Resume) -> None:
-    await server.resume(link, msg.token, msg.rid)
-
-
-async def on_join(server: GameServer, link: Link, msg: m.Join) -> None:
-    session = _session(link)
-    runner = server.runners.get(msg.room)
-    if runner is None:
-        raise RequestError("no_such_room", f"no room {msg.room!r}")
-    owner = await server.cluster.ensure_room(msg.room)   # None: this node runs the room
-    if session.ended or link.session is not session:
-        return
-    if owner is not None:
-        await server.cluster.hand_off(session, room=msg.room, target=owner, rid=msg.rid)
-        return
-    session.submit(runner, "join", None, msg.rid)
-
-
-async def on_leave(server: GameServer, link: Link, msg: m.Leave) -> None:
-    session = _session(link)
-    if session.target is None:
-        raise RequestError("not_in_room", "not in a room")
-    session.submit(session.target, "leave", None, msg.rid)
-
-
-async def on_move(server: GameServer, link: Link, msg: m.Move) -> None:
-    session = _session(link)
-    if session.target is None:
-        raise RequestError("not_in_room", "not in a room")
-    session.submit(session.target, "move", (msg.x, msg.y), msg.rid)
-
-
-async def on_attack(server: GameServer, link: Link, msg: m.Attack) -> None:
-    session = _session(link)
-    if session.target is None:
-        raise RequestError("not_in_room", "not in a room")
-    session.submit(session.target, "attack", msg.mob, msg.rid)
-
-
-async def on_chat(server: GameServer, link: Link, msg: m.Chat) -> None:
-    session = _session(link)
-    if session.target is None:
-        raise RequestError("not_in_room", "not in a room")
-    session.submit(session.target, "chat", msg.text, msg.rid)
-
-
-async def on_me(server: GameServer, link: Link, msg: m.Me) -> None:
-    ch = _session(link).character
-    await server.cluster.refresh(ch)
-    link.send(_with_rid({"t": "profile", "character": ch.wire(), "kills": ch.kills}, msg.rid))
-
-
-async def on_top(server: GameServer, link: Link, msg: m.Top) -> None:
-    link.send(_with_rid({"t": "top", "entries": await server.ranking.top(msg.n)}, msg.rid))
-
-
-async def on_ping(server: GameServer, link: Link, msg: m.Ping) -> None:
-    link.send(_with_rid({"t": "pong", "ts": time.time()}, msg.rid))

@@ -19,8 +19,9 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from shared.codec import encode_raw
+from shared.codec import compact_tick, encode_raw
 
+from .errors import RoomBusy, wire_error
 from .logs import event
 from .outqueue import Frame, OutQueue, QueueOverflow
 from .ratelimit import TokenBucket
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
     from .characters import Character
     from .config import LimitsConfig
     from .metrics import Metrics
-    from .roomrunner import RoomRunner
+    from .rooms.runner import RoomRunner
 
 log = logging.getLogger("gameserver.session")
 
@@ -64,6 +65,7 @@ class Link:
         self.sink = sink
         self.metrics = metrics
         self.binary: bool | None = None   # decided by the first frame
+        self.compact = False               # ticks with integer positions in tenths (login tick_format)
         self.bucket = TokenBucket(limits.rate_per_sec, limits.rate_burst, now,
                                   kick_after=limits.rate_kick_after)
         self.out = OutQueue(limits.reliable_queue)
@@ -124,7 +126,7 @@ class Link:
                 if item is None:
                     break
                 if isinstance(item, dict):
-                    frame = self.encode(item)
+                    frame = self.encode(compact_tick(item) if self.compact else item)
                     self.metrics.msg_out("tick").inc()
                     self.metrics.bytes_out.inc(len(frame))
                     item = frame
@@ -172,17 +174,11 @@ class Link:
             self._writer.cancel()
 
 
-class RoomBusy(Exception):
-    """A room's bounded input queue is full; answered with ``error`` ``internal``."""
-
-    code = "internal"
-
-
 class Session:
     """A logged-in character's session; survives a dropped socket for the grace period."""
 
     __slots__ = ("character", "deferred", "ended", "grace_task", "id", "link", "pid", "placing",
-                 "placing_count", "runner", "target")
+                 "placing_count", "runner", "seats", "target")
 
     MAX_DEFERRED = 256   # inputs held back behind a pending join; the rate limit keeps this far away
 
@@ -200,6 +196,7 @@ class Session:
         self.placing: RoomRunner | None = None
         self.placing_count = 0
         self.deferred: deque[tuple[RoomRunner, str, Any, int | None]] = deque()
+        self.seats: set[str] = set()           # instances (of rooms with max_players) it holds a seat in
 
     @property
     def name(self) -> str:
@@ -251,7 +248,7 @@ class Session:
             try:
                 self.submit(target, kind, arg, rid)
             except RoomBusy as exc:   # answered like a direct submit would be
-                target.server.router.reply_error(self.link, exc, rid)
+                self.send(wire_error(exc, rid))
 
     def send(self, body: dict[str, Any]) -> None:
         """Reliable send to the current link; dropped while detached (welcome on resume carries state)."""

@@ -14,9 +14,9 @@ import json
 import secrets
 from dataclasses import dataclass
 
+from .errors import BadToken
 
-class BadToken(Exception):
-    """Token is malformed, forged or expired."""
+__all__ = ["BadToken", "TokenClaims", "TokenSigner"]
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,8 @@
 
 - ``/ws`` upgrades to a websocket (no permessage-deflate; hard frame cap ``limits.hard_max_bytes``, over
   which websockets closes with 1009); ``/health`` and ``/metrics`` answer over plain HTTP through the
-  ``process_request`` hook; ``gameserver.webui`` answers the web client pages and ``/api/stats``; every
-  other path is 404.
+  ``process_request`` hook; the ``pages`` callable (``gameserver.webui.WebUI``) answers the web client
+  and ``/api/stats``; every other path is 404.
 - Writes never await: frames are serialised once (``gameserver.wsframe``) and ``WsSink.send_wire`` writes
   the same bytes to each open connection's transport now, skipping websockets' per-connection
   re-serialisation (measured: the tick's main cost); a room runner writes a receiver's tick and chat
@@ -23,7 +23,8 @@ import json
 import logging
 import socket
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
@@ -36,7 +37,10 @@ from .session import Link
 from .wsframe import server_frame
 
 if TYPE_CHECKING:
-    from .app import GameServer
+    from .config import LimitsConfig
+    from .metrics import Metrics
+
+HttpAnswer = tuple[int, str, bytes]
 
 log = logging.getLogger("gameserver.transport")
 
@@ -98,9 +102,21 @@ def _response(status: int, body: bytes, content_type: str) -> Response:
 
 
 class Transport:
-    def __init__(self, server: GameServer) -> None:
-        self.server = server
-        self.limits = server.config.limits
+    """Owns the listening socket and the connections; everything else comes in as callables:
+    ``receive(link, frame)`` for each frame, ``closed(link)`` once per connection, ``health()`` for
+    ``/health`` and ``pages(path, headers)`` for the other HTTP routes (None: 404)."""
+
+    def __init__(self, limits: LimitsConfig, metrics: Metrics, *,
+                 receive: Callable[[Link, bytes | str], Awaitable[None]],
+                 closed: Callable[[Link], Awaitable[None]],
+                 health: Callable[[], dict[str, Any]],
+                 pages: Callable[[str, Mapping[str, str]], HttpAnswer | None]) -> None:
+        self.limits = limits
+        self.metrics = metrics
+        self.receive = receive
+        self.closed = closed
+        self.health = health
+        self.pages = pages
         self.ws: Server | None = None
         self.links: set[Link] = set()
 
@@ -148,20 +164,18 @@ class Transport:
         if path == "/ws":
             if self.ws is not None and len(self.ws.all_connections) >= self.limits.max_connections:
                 # over capacity: refuse the upgrade cheaply; /health and /metrics still answer
-                self.server.metrics.disconnects.labels("max_connections").inc()
+                self.metrics.disconnects.labels("max_connections").inc()
                 return _response(503, b"server full, retry later\n", "text/plain; charset=utf-8")
             return None
         if path == "/health":
             # 503 until start-up has finished (rooms claimed) and once stopping: a readiness probe.
-            health = self.server.health()
+            health = self.health()
             body = json.dumps(health, separators=(",", ":")).encode()
             return _response(200 if health["status"] == "ok" else 503, body, "application/json")
         if path == "/metrics":
             from .metrics import CONTENT_TYPE_LATEST
-            return _response(200, self.server.metrics.render(), CONTENT_TYPE_LATEST)
-        # web client, monitor and /api/stats (gameserver.webui: pure path -> (status, type, body))
-        from . import webui
-        answer = webui.http_response(self.server, request.path, request.headers)
+            return _response(200, self.metrics.render(), CONTENT_TYPE_LATEST)
+        answer = self.pages(request.path, request.headers)   # web client, monitor, /api/stats
         if answer is not None:
             status, content_type, body = answer
             return _response(status, body, content_type)
@@ -169,17 +183,17 @@ class Transport:
 
     # -- websocket -----------------------------------------------------------------------------------
     async def _handle(self, conn: ServerConnection) -> None:
-        server = self.server
         limits = self.limits
+        metrics = self.metrics
         if limits.socket_send_buffer is not None:
             sock = conn.transport.get_extra_info("socket")
             if sock is not None:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, limits.socket_send_buffer)
         sink = WsSink(conn, limits.write_buffer_high)
-        link = Link(sink, limits, server.metrics, time.monotonic())
+        link = Link(sink, limits, metrics, time.monotonic())
         self.links.add(link)
-        server.metrics.connections.inc()
-        router = server.router
+        metrics.connections.inc()
+        receive = self.receive
         idle = limits.idle_timeout
         try:
             while not link.closing:
@@ -191,18 +205,18 @@ class Transport:
                     break
                 except ConnectionClosed:
                     break
-                await router.receive(link, frame)
+                await receive(link, frame)
             if link.closing:
                 await link.wait_flushed(limits.close_timeout)
                 await sink.wait_closing()
             else:
-                server.metrics.disconnects.labels("client_closed").inc()
+                metrics.disconnects.labels("client_closed").inc()
         except asyncio.CancelledError:
             raise
         except Exception:
             event(log, "connection_failed", level=logging.ERROR, exc_info=True)
         finally:
             self.links.discard(link)
-            server.metrics.connections.dec()
+            metrics.connections.dec()
             link.cancel_writer()
-            await server.link_closed(link)
+            await self.closed(link)

@@ -1,13 +1,13 @@
 """HTTP side of the web client and the monitor: static files, the stats snapshot and the admin token check.
 
-No sockets here: every function maps a request path (and, for the stats, the server object) to a response
-tuple ``(status, content_type, body)``; ``gameserver.transport`` turns tuples into HTTP responses. The one
-hook the transport needs is ``http_response``:
+No sockets here and no server object: ``WebUI`` maps a request path to a response tuple ``(status,
+content_type, body)`` from what it is given (admin token, static directory, a ``StatsSource``);
+``gameserver.transport`` turns tuples into HTTP responses.
 
     GET /, /index.html        -> static/index.html   (the game client)
     GET /monitor              -> static/monitor.html (the live monitor)
     GET /static/<file>        -> static/<file>       (flat directory, safe names only)
-    GET /api/stats            -> stats_snapshot(server) as JSON, admin token required
+    GET /api/stats            -> stats_snapshot(source) as JSON, admin token required
                                  (``Authorization: Bearer <token>`` or ``?token=<token>``)
     anything else             -> None (the transport answers it: /ws upgrade, /health, /metrics, 404)
 """
@@ -18,10 +18,9 @@ import hmac
 import json
 import re
 import time
-import weakref
 from collections import deque
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -29,8 +28,9 @@ from urllib.parse import parse_qs, unquote, urlsplit
 __all__ = [
     "STATIC_DIR",
     "Response",
+    "StatsSource",
+    "WebUI",
     "check_admin_token",
-    "http_response",
     "static_response",
     "stats_response",
     "stats_snapshot",
@@ -116,60 +116,73 @@ def _json(status: int, body: Any) -> Response:
     return status, "application/json", json.dumps(body, separators=(",", ":")).encode()
 
 
-def stats_response(server: Any, path: str, authorization: str | None, admin_token: str | None) -> Response:
+def stats_response(source: StatsSource, path: str, authorization: str | None,
+                   admin_token: str | None) -> Response:
     """``/api/stats``: 403 when no admin token is configured, 401 for a missing or wrong token, else 200."""
     if not admin_token:
         return _json(403, {"error": "monitor disabled: no admin_token configured"})
     if not check_admin_token(_token_from(path, authorization), admin_token):
         return _json(401, {"error": "unauthorized: missing or wrong admin token"})
-    return _json(200, stats_snapshot(server))
+    return _json(200, stats_snapshot(source))
 
 
-def http_response(server: Any, path: str, headers: Mapping[str, str] | None = None) -> Response | None:
-    """The single hook for the transport: the response for ``path`` or None when it is not ours.
+@dataclass
+class StatsSource:
+    """What the monitor reads: the prometheus registry, start time (monotonic), and callables giving the
+    rooms (``(name, {"players": n, ...Room.describe()})`` in configuration order) and the session count."""
 
-    ``path`` is the request target, query string included. ``headers`` needs only ``.get(name)``
-    (websockets' ``Headers`` is case-insensitive; for a plain dict both spellings of Authorization are
-    tried). The admin token comes from ``server.config.admin_token``, the static directory from
-    ``server.config.static_dir`` when set, else ``gameserver/static``.
-    """
-    config = getattr(server, "config", None)
-    if urlsplit(path).path == "/api/stats":
-        auth = None
-        if headers is not None:
-            auth = headers.get("Authorization") or headers.get("authorization")
-        return stats_response(server, path, auth, getattr(config, "admin_token", None))
-    static_dir = getattr(config, "static_dir", None)
-    return static_response(path, Path(static_dir) if static_dir else None)
+    registry: Any = None
+    started_at: float | None = None
+    rooms: Callable[[], list[tuple[str, dict[str, Any]]]] = list
+    sessions: Callable[[], int | None] = lambda: None
+    tracker: _RateTracker = field(default_factory=lambda: _RateTracker())
+
+
+class WebUI:
+    """The transport's ``pages`` hook: web client, monitor and ``/api/stats``."""
+
+    def __init__(self, source: StatsSource, admin_token: str | None = None,
+                 static_dir: str | None = None) -> None:
+        self.source = source
+        self.admin_token = admin_token
+        self.static_dir = Path(static_dir) if static_dir else None
+
+    def __call__(self, path: str, headers: Mapping[str, str] | None = None) -> Response | None:
+        """The response for ``path`` or None when it is not ours. ``headers`` needs only ``.get(name)``
+        (websockets' ``Headers`` is case-insensitive; for a plain dict both spellings are tried)."""
+        if urlsplit(path).path == "/api/stats":
+            auth = None
+            if headers is not None:
+                auth = headers.get("Authorization") or headers.get("authorization")
+            return stats_response(self.source, path, auth, self.admin_token)
+        return static_response(path, self.static_dir)
 
 
 # ------------------------------------------------------------------------------------------ stats snapshot
 
-def stats_snapshot(server: Any) -> dict[str, Any]:
+def stats_snapshot(source: StatsSource) -> dict[str, Any]:
     """A JSON-ready picture of the server for the monitor page (``/api/stats``).
 
-    Keys (numbers may be None when the server does not expose the source):
+    Keys (numbers may be None when the source does not have them):
 
     - ``ts``: server wall-clock time of the snapshot, Unix seconds.
     - ``uptime_s``: seconds since the server started.
     - ``sessions``: live sessions (attached or in their reconnect grace).
     - ``connections``: open websocket connections.
     - ``players``: players currently in a room, all rooms together.
-    - ``rooms``: one entry per configured room, in configuration order:
-      ``{"name", "players", "mobs_alive", "tick_ms", "tick_lag_ms"}``; ``tick_ms`` is the mean work per
-      tick over the last interval (milliseconds), ``tick_lag_ms`` how late the last tick started.
+    - ``rooms``: one entry per room, in configuration order: ``{"name", "players", "tick_ms",
+      "tick_lag_ms", ...}`` plus what the room type's ``describe`` adds (the built-in game: ``mobs_alive``);
+      ``tick_ms`` is the mean work per tick over the last interval (milliseconds), ``tick_lag_ms`` how late
+      the last tick started; ``room`` is the configured room an instance belongs to.
+    - ``instances``: instances run here per configured room (``{"arena": 3}``).
     - ``messages_in_per_s`` / ``messages_out_per_s``: client / server messages per second over the last
       interval (about a second; the first snapshot averages since start-up);
       ``messages_in_total`` / ``messages_out_total``: counters since start-up.
     - ``datastore``: ``{"ops_per_s", "ops_total", "cas_retries", "cas_retries_per_s"}``; ``cas_retries``
       counts compare-and-set attempts beyond the first since start-up.
-
-    Sources: the server's prometheus ``Metrics`` (``server.metrics``) for counters, gauges and tick
-    histograms; the server's rooms for player and mob counts. Everything is read defensively so that a
-    missing piece yields None instead of an error.
     """
     now = time.time()
-    samples = _metric_samples(server)
+    samples = _metric_samples(source.registry)
     totals = {
         "in": _sum(samples, "gameserver_messages_in_total"),
         "out": _sum(samples, "gameserver_messages_out_total"),
@@ -180,29 +193,33 @@ def stats_snapshot(server: Any) -> dict[str, Any]:
         totals[f"tick_sum:{room}"] = value
     for room, value in _by_room(samples, "gameserver_tick_duration_seconds_count").items():
         totals[f"tick_count:{room}"] = value
-    started = _started_at(server)
-    rates = _rates_tracker(server).update(time.monotonic(), totals, started)
+    started = source.started_at
+    rates = source.tracker.update(time.monotonic(), totals, started)
     lags = _by_room(samples, "gameserver_tick_lag_seconds")
 
     rooms = []
-    for name, room in _rooms(server):
+    for name, stats in source.rooms():
         tick_sum, tick_count = rates.delta(f"tick_sum:{name}"), rates.delta(f"tick_count:{name}")
         tick_ms = round(1000 * tick_sum / tick_count, 3) if tick_sum is not None and tick_count else None
-        rooms.append({
-            "name": name,
-            "players": _room_players(room),
-            "mobs_alive": _room_mobs_alive(room),
-            "tick_ms": tick_ms,
-            "tick_lag_ms": round(1000 * lags[name], 3) if name in lags else None,
-        })
-    players = [r["players"] for r in rooms if r["players"] is not None]
+        entry: dict[str, Any] = {"name": name, "players": stats.get("players")}
+        entry.update((k, v) for k, v in stats.items() if k not in ("name", "players"))
+        entry["tick_ms"] = tick_ms
+        entry["tick_lag_ms"] = round(1000 * lags[name], 3) if name in lags else None
+        rooms.append(entry)
+    players = [r["players"] for r in rooms if isinstance(r["players"], int)]
+    instances: dict[str, int] = {}
+    for r in rooms:
+        kind = r.get("room", r["name"])
+        instances[kind] = instances.get(kind, 0) + 1
+    sessions = _sum(samples, "gameserver_sessions")
     return {
         "ts": now,
         "uptime_s": round(time.monotonic() - started, 1) if started is not None else None,
-        "sessions": _int(_sum(samples, "gameserver_sessions")) if samples else _count_sessions(server),
+        "sessions": _int(sessions) if sessions is not None else source.sessions(),
         "connections": _int(_sum(samples, "gameserver_connections")),
         "players": sum(players) if players else None,
         "rooms": rooms,
+        "instances": instances,
         "messages_in_per_s": rates.rate("in"),
         "messages_out_per_s": rates.rate("out"),
         "messages_in_total": _int(totals["in"]),
@@ -219,9 +236,8 @@ def stats_snapshot(server: Any) -> dict[str, Any]:
 Samples = dict[str, list[tuple[dict[str, str], float]]]
 
 
-def _metric_samples(server: Any) -> Samples:
-    """All samples of the server's prometheus registry by sample name; {} when there is none."""
-    registry = getattr(getattr(server, "metrics", None), "registry", None)
+def _metric_samples(registry: Any) -> Samples:
+    """All samples of a prometheus registry by sample name; {} when there is none."""
     out: Samples = {}
     if registry is None:
         return out
@@ -245,68 +261,6 @@ def _by_room(samples: Samples, name: str) -> dict[str, float]:
 
 def _int(value: float | None) -> int | None:
     return None if value is None else int(value)
-
-
-def _started_at(server: Any) -> float | None:
-    """Start time on the monotonic clock, from ``server.started_at`` (wall-clock or monotonic seconds)."""
-    value = getattr(server, "started_at", None)
-    if not isinstance(value, int | float):
-        return None
-    if value > 1e9:  # a Unix timestamp: convert to the monotonic clock
-        return time.monotonic() - max(0.0, time.time() - value)
-    return float(value)
-
-
-def _rooms(server: Any) -> list[tuple[str, Any]]:
-    """(name, room-or-runner) pairs from whichever mapping the server keeps, else the configured names."""
-    for attr in ("rooms", "runners", "room_runners"):
-        value = getattr(server, attr, None)
-        if isinstance(value, Mapping):
-            return [(str(name), room) for name, room in value.items()]
-        if isinstance(value, Iterable) and not isinstance(value, str | bytes):
-            items = [(str(getattr(r, "name", "?")), r) for r in value]
-            if items:
-                return items
-    config = getattr(server, "config", None)
-    return [(room.name, None) for room in getattr(config, "rooms", ())]
-
-
-def _core_room(room: Any) -> Any:
-    """The pure ``Room`` behind a runner (``runner.room``), or the object itself."""
-    inner = getattr(room, "room", None)
-    return inner if inner is not None else room
-
-
-def _room_players(room: Any) -> int | None:
-    core = _core_room(room)
-    try:
-        return len(core.player_ids()) if hasattr(core, "player_ids") else len(core)
-    except Exception:
-        return None
-
-
-def _room_mobs_alive(room: Any) -> int | None:
-    core = _core_room(room)
-    public = getattr(core, "mobs_alive", None)
-    if public is not None:
-        try:
-            return int(public() if callable(public) else public)
-        except (TypeError, ValueError):
-            return None
-    # Fallback until Room has a public count: its private mob tables.
-    mobs = getattr(core, "_mobs", None)
-    dead = getattr(core, "_dead", None)
-    if isinstance(mobs, Mapping) and isinstance(dead, Mapping):
-        return len(mobs) - len(dead)
-    return None
-
-
-def _count_sessions(server: Any) -> int | None:
-    registry = getattr(server, "registry", None)
-    try:
-        return len(registry) if registry is not None else None
-    except TypeError:
-        return None
 
 
 # ------------------------------------------------------------------------------------------------- rates
@@ -356,14 +310,3 @@ class _RateTracker:
             for key, value in totals.items()
         }
         return _Rates(deltas, now - t0)
-
-
-_trackers: weakref.WeakKeyDictionary[Any, _RateTracker] = weakref.WeakKeyDictionary()
-_fallback_trackers: dict[int, _RateTracker] = {}
-
-
-def _rates_tracker(server: Any) -> _RateTracker:
-    try:
-        return _trackers.setdefault(server, _RateTracker())
-    except TypeError:  # not weak-referenceable (a test double): key by id
-        return _fallback_trackers.setdefault(id(server), _RateTracker())

@@ -30,8 +30,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from loadtest.procs import free_port
 from shared.client import GameClient
-from tests.redis_servers import free_port, redis_missing, start_server
+from tests.redis_servers import redis_missing, start_server
 
 ROOMS = ["r0", "r1", "r2", "r3"]
 SECRET = "bench-secret-0123456789"

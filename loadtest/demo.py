@@ -113,7 +113,10 @@ async def _main_async(args: argparse.Namespace) -> BotReport:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point for `python -m loadtest.demo` and `gameserver demo`; 0 when the bots saw no errors."""
+    from gameserver import logs
+
     args = build_parser().parse_args(argv)
+    logs.configure("WARNING", "kv")   # people read the demo: sentences, and only what needs attention
     report = asyncio.run(_main_async(args))
     print(report.format(), flush=True)
     return 0 if report.ok else 1

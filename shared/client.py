@@ -26,7 +26,7 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
 from . import messages as m
-from .codec import decode_server, encode
+from .codec import COMPACT, COMPACT_SCALE, decode_server, encode_raw, parse_frame
 from .errors import ProtocolError
 from .retry import refusal_delay
 
@@ -48,7 +48,7 @@ class ServerError(Exception):
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
-        self.retry_after = retry_after
+        self.retry_after = retry_after   # seconds, when the server said when to try again
 
 
 class Redirected(ServerError):
@@ -85,10 +85,16 @@ class World:
         me = self.players.get(self.you) if self.you is not None else None
         return (me[1], me[2]) if me else None
 
-    def apply_joined(self, msg: m.Joined) -> None:
-        self.you, self.room, self.bounds, self.tick = msg.you, msg.room, msg.bounds, None
-        self.players = {pid: [name, x, y] for pid, name, x, y in msg.players}
-        self.mobs = {mid: [kind, x, y, hp] for mid, kind, x, y, hp in msg.mobs}
+    def apply_joined(self, msg: Any) -> None:
+        """A ``joined``: the built-in game's (players, mobs, bounds) or another room type's (``m.Custom``:
+        only ``room`` and ``you`` are known here; its own fields stay on the message)."""
+        self.you, self.room, self.tick = msg.you, msg.room, None
+        if isinstance(msg, m.Joined):
+            self.bounds = msg.bounds
+            self.players = {pid: [name, x, y] for pid, name, x, y in msg.players}
+            self.mobs = {mid: [kind, x, y, hp] for mid, kind, x, y, hp in msg.mobs}
+        else:
+            self.bounds, self.players, self.mobs = None, {}, {}
 
     def apply_left(self, msg: m.Left) -> None:
         self.you = self.room = self.bounds = self.tick = None
@@ -118,12 +124,13 @@ class World:
 class _Conn:
     """One socket and its reader; ``stale`` once replaced (its non-reply messages are dropped)."""
 
-    __slots__ = ("reader", "stale", "ws")
+    __slots__ = ("compact", "reader", "stale", "ws")
 
     def __init__(self, ws: ClientConnection) -> None:
         self.ws = ws
         self.reader: asyncio.Task[None] | None = None
         self.stale = False
+        self.compact = False   # the server confirmed compact ticks on this socket (welcome.tick_format)
 
 
 @dataclass(eq=False)
@@ -138,15 +145,59 @@ class _Pending:
 _EOF = object()  # inbox marker: the connection ended
 
 
+class _Raw:
+    """A message given as a type and fields (``GameClient.request`` / ``send``)."""
+
+    __slots__ = ("fields", "rid", "t")
+
+    def __init__(self, t: str, fields: dict[str, Any]) -> None:
+        if not isinstance(t, str) or not t:
+            raise ValueError("a message needs a non-empty type")
+        self.t = t
+        self.fields = fields
+        self.rid: int | None = None
+
+    def body(self) -> dict[str, Any]:
+        body = {"t": self.t, **self.fields}
+        if self.rid is not None:
+            body["rid"] = self.rid
+        return body
+
+
+def _expanded(tick: m.Tick) -> m.Tick:
+    """A compact tick with its positions back in units."""
+    scale = COMPACT_SCALE
+    return tick.model_copy(update={
+        "moved": [(pid, x / scale, y / scale) for pid, x, y in tick.moved],
+        "joined": [(pid, name, x / scale, y / scale) for pid, name, x, y in tick.joined]})
+
+
+def _decode(frame: bytes | str) -> Any:
+    """A protocol model when the frame is one of v1's shapes, else ``m.Custom`` (a room type's own
+    message, or its ``joined``). Raises ProtocolError for frames that are not a message at all."""
+    try:
+        return decode_server(frame)
+    except ProtocolError as exc:
+        if exc.code not in ("unknown_type", "bad_message"):
+            raise
+        raw = parse_frame(frame, max_size=None)
+    try:
+        return m.Custom.model_validate(raw)
+    except ValueError:
+        raise ProtocolError("bad_message", f"unreadable {raw.get('t')!r:.40} message") from None
+
+
 class GameClient:
     """Async client of one player connection. Create with :meth:`connect`."""
 
     def __init__(
         self, url: str, *, binary: bool = True, follow_redirects: bool = True,
         timeout: float = DEFAULT_TIMEOUT, queue_size: int = DEFAULT_QUEUE_SIZE,
-        keepalive: float | None = DEFAULT_KEEPALIVE, retry_refused: float = DEFAULT_RETRY_REFUSED,
+        keepalive: float | None = DEFAULT_KEEPALIVE, tick_format: str | None = COMPACT,
+        retry_refused: float = DEFAULT_RETRY_REFUSED,
     ) -> None:
         self.url = url
+        self.tick_format = tick_format   # "compact" (the default): a third of the tick bytes; None: v1
         self.retry_refused = retry_refused
         self.refusals = 0  # busy / server_full answers login() waited out
         self.binary = binary
@@ -180,14 +231,16 @@ class GameClient:
         cls, url: str, *, binary: bool = True, follow_redirects: bool = True,
         timeout: float = DEFAULT_TIMEOUT,  # noqa: ASYNC109 (a client setting, applied per request)
         queue_size: int = DEFAULT_QUEUE_SIZE, keepalive: float | None = DEFAULT_KEEPALIVE,
-        retry_refused: float = DEFAULT_RETRY_REFUSED,
+        tick_format: str | None = COMPACT, retry_refused: float = DEFAULT_RETRY_REFUSED,
     ) -> GameClient:
         """Open the websocket (no login yet). ``binary`` picks msgpack frames, else JSON text.
-
+        ``tick_format``: ``"compact"`` asks for ticks with integer positions (expanded back to units
+        here, so ticks read the same either way); None keeps protocol v1's ticks.
         ``retry_refused``: for how many seconds ``login`` waits out ``busy`` / ``server_full`` refusals
         (0: raise the first one as :class:`ServerError`)."""
         client = cls(url, binary=binary, follow_redirects=follow_redirects, timeout=timeout,
-                     queue_size=queue_size, keepalive=keepalive, retry_refused=retry_refused)
+                     queue_size=queue_size, keepalive=keepalive, tick_format=tick_format,
+                     retry_refused=retry_refused)
         await client._open(url)
         client._ready.set()
         client._start_keepalive()
@@ -210,7 +263,7 @@ class GameClient:
                 self._spawn(old.ws.close())
             try:
                 new = await self._open(self.url)
-                welcome, _ = await self._request(m.Resume(token=self._token), wants_joined=True, conn=new)
+                welcome, _ = await self._request(self._resume_msg(self._token), wants_joined=True, conn=new)
             except ServerError:
                 self._ready.set()  # the new socket stays usable, e.g. for a fresh login
                 raise
@@ -273,7 +326,8 @@ class GameClient:
         attempt = 0
         while True:
             try:
-                welcome, _ = await self._request(m.Login(name=name, secret=secret), wants_joined=True)
+                welcome, _ = await self._request(
+                    m.Login(name=name, secret=secret, tick_format=self.tick_format), wants_joined=True)
                 return welcome
             except ServerError as exc:
                 delay = refusal_delay(exc.code, exc.retry_after, attempt)
@@ -286,8 +340,11 @@ class GameClient:
 
     async def resume(self, token: str) -> m.Welcome:
         """Resume a session on this socket; returns the ``welcome`` once its ``joined`` arrived."""
-        welcome, _ = await self._request(m.Resume(token=token), wants_joined=True)
+        welcome, _ = await self._request(self._resume_msg(token), wants_joined=True)
         return welcome
+
+    def _resume_msg(self, token: str) -> m.Resume:
+        return m.Resume(token=token, tick_format=self.tick_format)
 
     async def join(self, room: str) -> m.Joined:
         """Enter ``room``; follows a ``redirect`` to the owning node when ``follow_redirects``."""
@@ -307,6 +364,10 @@ class GameClient:
     async def attack(self, mob: int) -> m.Hit:
         return await self._request(m.Attack(mob=mob))
 
+    async def rooms(self, room: str) -> m.RoomList:
+        """The instances of ``room`` (``entries``: room, players, max_players)."""
+        return await self._request(m.Rooms(room=room))
+
     async def me(self) -> m.Profile:
         return await self._request(m.Me())
 
@@ -319,6 +380,18 @@ class GameClient:
         start = loop.time()
         await self._request(m.Ping())
         return loop.time() - start
+
+    async def request(self, t: str, **fields: Any) -> Any:
+        """Send a message of any type (a room type's own ones included) and await its reply by ``rid``.
+
+        Returns the reply (a protocol model, or ``m.Custom`` for a room type's message); an ``error``
+        reply raises :class:`ServerError`; no reply within ``timeout``: ``TimeoutError``.
+        """
+        return await self._request(_Raw(t, fields))
+
+    async def send(self, t: str, **fields: Any) -> None:
+        """Fire and forget a message of any type (errors and anything it causes arrive in the iterator)."""
+        await self._send(_Raw(t, fields))
 
     # --- inbox --------------------------------------------------------------------------------------
     def __aiter__(self) -> GameClient:
@@ -369,15 +442,17 @@ class GameClient:
         assert self._conn is not None
         return self._conn
 
-    async def _send(self, msg: m.Message, conn: _Conn | None = None) -> None:
+    async def _send(self, msg: m.Message | _Raw, conn: _Conn | None = None) -> None:
         conn = conn or await self._live_conn()
+        body = msg.body() if isinstance(msg, _Raw) else msg.model_dump(by_alias=True, exclude_none=True)
         try:
-            await conn.ws.send(encode(msg, self.binary))
+            await conn.ws.send(encode_raw(body, self.binary))
         except ConnectionClosed as exc:
             raise ConnectionLost(f"connection closed: {exc}") from None
         self._last_send = asyncio.get_running_loop().time()
 
-    async def _request(self, msg: m.Message, *, wants_joined: bool = False, conn: _Conn | None = None) -> Any:
+    async def _request(self, msg: m.Message | _Raw, *, wants_joined: bool = False,
+                       conn: _Conn | None = None) -> Any:
         conn = conn or await self._live_conn()
         rid = next(self._rids)
         msg.rid = rid
@@ -395,7 +470,11 @@ class GameClient:
         try:
             async for frame in conn.ws:
                 try:
-                    msg = decode_server(frame)
+                    msg = _decode(frame)
+                    if isinstance(msg, m.Welcome):   # a server that knows the extension says so here
+                        conn.compact = msg.tick_format == COMPACT
+                    elif conn.compact and isinstance(msg, m.Tick):
+                        msg = _expanded(msg)
                 except ProtocolError as exc:
                     self._on_bad_frame(exc)
                     continue
@@ -423,16 +502,16 @@ class GameClient:
             return
         if conn.stale:  # the old node's broadcasts after a redirect / reconnect are out of date
             return
-        if t == "tick":
+        if t == "tick" and isinstance(msg, m.Tick):
             self.world.apply_tick(msg)
         elif t == "joined":
             self._on_joined(msg)
             waiting, self._awaiting_joined = self._awaiting_joined, None
             if waiting is not None and not waiting.fut.done():
                 waiting.fut.set_result((waiting.welcome, msg))
-        elif t == "xp" and self._character is not None:
+        elif t == "xp" and self._character is not None and isinstance(msg, m.Xp):
             self._character = self._character.model_copy(update={"xp": msg.xp, "level": msg.level})
-        elif t == "welcome":
+        elif t == "welcome" and isinstance(msg, m.Welcome):
             self._on_welcome(msg)
         self._enqueue(msg)
 
@@ -455,7 +534,7 @@ class GameClient:
             self._on_joined(msg)
         elif t == "left":
             self.world.apply_left(msg)
-        elif t == "hit":
+        elif t == "hit" and isinstance(msg, m.Hit):
             self.world.apply_hit(msg)
         elif t == "profile":
             self._character = msg.character
@@ -464,7 +543,7 @@ class GameClient:
     def _on_welcome(self, msg: m.Welcome) -> None:
         self._session, self._token, self._character = msg.session, msg.token, msg.character
 
-    def _on_joined(self, msg: m.Joined) -> None:
+    def _on_joined(self, msg: Any) -> None:
         self.world.apply_joined(msg)
         if self._character is not None:
             self._character = self._character.model_copy(update={"room": msg.room})
@@ -501,7 +580,7 @@ class GameClient:
                     self.url = url
                     new = await self._open(url)
                     try:
-                        welcome, joined = await self._request(m.Resume(token=token), wants_joined=True,
+                        welcome, joined = await self._request(self._resume_msg(token), wants_joined=True,
                                                               conn=new)
                         break
                     except Redirected as again:

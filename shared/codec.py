@@ -89,23 +89,41 @@ def _describe(exc: ValidationError) -> str:
     return text if len(text) <= _MAX_ERROR_TEXT else text[: _MAX_ERROR_TEXT - 3] + "..."
 
 
-def _decode(frame: Any, types: dict[str, type[Message]], max_size: int | None, validate: bool) -> Any:
+def parse_frame(frame: bytes | str, *, max_size: int | None = DEFAULT_MAX_MESSAGE_BYTES) -> dict[str, Any]:
+    """Size check, parse, and check the shape every message has (a map with a string ``t``).
+
+    Raises :class:`MessageTooLarge` before parsing anything over ``max_size``, else :class:`ProtocolError`
+    (``bad_frame`` / ``bad_message``, ``rid`` set when the frame carried a valid one). Validation of the
+    fields is the caller's (``validate``): the server picks the model by ``t`` and by the player's room.
+    """
     _frame_size(frame, max_size)
     raw = _parse(frame)
     if type(raw) is not dict:
         raise ProtocolError(ErrorCode.BAD_MESSAGE, "a message must be a map")
-    t = raw.get("t")
-    if type(t) is not str:
+    if type(raw.get("t")) is not str:
         raise ProtocolError(ErrorCode.BAD_MESSAGE, "t: a message needs a string field 't'", _echo_rid(raw))
-    cls = types.get(t)
-    if cls is None:
-        raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {t[:40]!r}", _echo_rid(raw))
-    if not validate:
-        return raw
+    return raw
+
+
+def validate(raw: dict[str, Any], cls: type[BaseModel], rid: int | None = None) -> Any:
+    """``raw`` validated by ``cls``; failures are ``bad_message`` naming the fields (``rid``: to echo,
+    default the frame's own)."""
     try:
         return cls.model_validate(raw)
     except ValidationError as exc:
-        raise ProtocolError(ErrorCode.BAD_MESSAGE, _describe(exc), _echo_rid(raw)) from None
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, _describe(exc), _echo_rid(raw) if rid is None else rid) \
+            from None
+
+
+def _decode(frame: Any, types: dict[str, type[Message]], max_size: int | None, check: bool) -> Any:
+    raw = parse_frame(frame, max_size=max_size)
+    t = raw["t"]
+    cls = types.get(t)
+    if cls is None:
+        raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {t[:40]!r}", _echo_rid(raw))
+    if not check:
+        return raw
+    return validate(raw, cls)
 
 
 def decode_client(frame: bytes | str, *, max_size: int | None = DEFAULT_MAX_MESSAGE_BYTES) -> Message:
@@ -125,6 +143,37 @@ def decode_server(frame: bytes | str, validate: bool = True, *, max_size: int | 
     such as ``joined`` in a crowded room may be large).
     """
     return _decode(frame, SERVER_TYPES, max_size, validate)
+
+
+COMPACT = "compact"
+"""Tick format a client may ask for at ``login`` / ``resume`` (``tick_format``): every position in a ``tick``
+(``moved`` [id, x, y], ``joined`` [id, name, x, y]) is an integer number of tenths of a unit."""
+COMPACT_SCALE = 10
+
+
+def compact_tick(body: dict[str, Any]) -> dict[str, Any]:
+    """A tick body (or whole tick) with its positions in tenths of a unit, as integers (``COMPACT``)."""
+    out = dict(body)
+    moved = body.get("moved")
+    if moved:
+        out["moved"] = [[e[0], round(e[1] * COMPACT_SCALE), round(e[2] * COMPACT_SCALE), *e[3:]]
+                        for e in moved]
+    joined = body.get("joined")
+    if joined:
+        out["joined"] = [[e[0], e[1], round(e[2] * COMPACT_SCALE), round(e[3] * COMPACT_SCALE), *e[4:]]
+                         for e in joined]
+    return out
+
+
+def expand_tick(body: dict[str, Any]) -> dict[str, Any]:
+    """The inverse of ``compact_tick`` for a client: positions back in units (floats)."""
+    out = dict(body)
+    if body.get("moved"):
+        out["moved"] = [[e[0], e[1] / COMPACT_SCALE, e[2] / COMPACT_SCALE, *e[3:]] for e in body["moved"]]
+    if body.get("joined"):
+        out["joined"] = [[e[0], e[1], e[2] / COMPACT_SCALE, e[3] / COMPACT_SCALE, *e[4:]]
+                         for e in body["joined"]]
+    return out
 
 
 def encode(model: BaseModel, binary: bool = True) -> bytes | str:

@@ -26,6 +26,29 @@ TOP_MIN, TOP_MAX = 1, 100
 ROOM_MAX = 64  # our choice: the protocol does not bound room names
 INT64_MIN, UINT64_MAX = -(2**63), 2**64 - 1  # anything msgpack can carry as an integer
 
+INSTANCE_SEP = "~"   # a room's instances: NAME (the first), NAME~2, NAME~3, ...
+
+
+def room_kind(room: str) -> str:
+    """The configured room name of an instance id (``arena~3`` -> ``arena``; ``arena`` -> ``arena``)."""
+    return room.split(INSTANCE_SEP, 1)[0]
+
+
+def instance_number(room: str) -> int | None:
+    """1 for a room's first instance (its own name), n for ``NAME~n`` (n >= 2), None when malformed."""
+    if INSTANCE_SEP not in room:
+        return 1
+    number = room.split(INSTANCE_SEP, 1)[1]
+    if not number.isdigit() or number.startswith("0") or int(number) < 2:
+        return None
+    return int(number)
+
+
+def instance_id(kind: str, number: int) -> str:
+    """The id of instance ``number`` of room ``kind``."""
+    return kind if number == 1 else f"{kind}{INSTANCE_SEP}{number}"
+
+
 # --- field types -------------------------------------------------------------------------------
 Int = Annotated[int, Strict(), Field(ge=INT64_MIN, le=UINT64_MAX)]
 Count = Annotated[int, Strict(), Field(ge=0, le=UINT64_MAX)]
@@ -91,12 +114,18 @@ class TopEntry(BaseModel):
 
 
 # --- client to server ----------------------------------------------------------------------------
+TickFormat = Literal["v1", "compact"]
+
+
 class Login(Message):
-    """Log in (first login of a name creates the character); answered by ``welcome`` then ``joined``."""
+    """Log in (first login of a name creates the character); answered by ``welcome`` then ``joined``.
+
+    Extension: ``tick_format="compact"`` asks for ticks with integer positions in tenths of a unit."""
 
     t: Literal["login"] = "login"
     name: Name
     secret: Secret
+    tick_format: TickFormat | None = None
 
 
 class Resume(Message):
@@ -104,6 +133,7 @@ class Resume(Message):
 
     t: Literal["resume"] = "resume"
     token: Annotated[str, Strict(), StringConstraints(min_length=1, max_length=1024)]
+    tick_format: TickFormat | None = None
 
 
 class Join(Message):
@@ -160,6 +190,13 @@ class Ping(Message):
     t: Literal["ping"] = "ping"
 
 
+class Rooms(Message):
+    """Extension: list the instances of room ``room``; answered by server ``rooms`` (:class:`RoomList`)."""
+
+    t: Literal["rooms"] = "rooms"
+    room: RoomName
+
+
 # --- server to client ----------------------------------------------------------------------------
 class Welcome(Message):
     """Login or resume accepted; ``token`` resumes this ``session`` later."""
@@ -170,10 +207,15 @@ class Welcome(Message):
     character: Character
     tick_rate: Annotated[float, Strict(), Field(gt=0, allow_inf_nan=False)]
     protocol: Annotated[int, Strict(), Field(ge=1)] = PROTOCOL_VERSION
+    tick_format: TickFormat | None = None   # extension: echoed when the request asked for one
 
 
 class Joined(Message):
-    """The receiver is now in ``room`` as player ``you``; ``players`` are those in its area of interest."""
+    """The receiver is now in ``room`` as player ``you``; ``players`` are those in its area of interest.
+
+    A room type may add fields of its own (``Room.on_join``): they are kept (``msg.model_extra``)."""
+
+    model_config = ConfigDict(extra="allow")
 
     t: Literal["joined"] = "joined"
     room: RoomName
@@ -266,13 +308,14 @@ class Pong(Message):
 
 class Error(Message):
     """A request failed; ``code`` is one of :class:`shared.errors.ErrorCode` (kept a plain string so a
-    client keeps working when a newer server adds codes). ``retry_after`` (extension, seconds): when to try
-    again, sent with refusals such as ``busy`` and ``server_full``."""
+    client keeps working when a newer server adds codes)."""
 
     t: Literal["error"] = "error"
     code: Annotated[str, Strict(), StringConstraints(min_length=1, max_length=64)]
     message: Text
     retry_after: Annotated[float, Strict(), Field(ge=0, allow_inf_nan=False)] | None = None
+    """Seconds until the request may succeed: ``rate_limited`` of a login locked by failed secrets, and
+    the admission refusals ``busy`` / ``server_full``."""
 
 
 class Bye(Message):
@@ -280,6 +323,23 @@ class Bye(Message):
 
     t: Literal["bye"] = "bye"
     reason: Annotated[str, Strict(), StringConstraints(min_length=1, max_length=64)]
+
+
+class RoomEntry(BaseModel):
+    """One instance in ``rooms``: its id, players seated (in it or holding a seat), seats (None: no limit)."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    room: RoomName
+    players: Count
+    max_players: Count | None = None
+
+
+class RoomList(Message):
+    """Answer to ``rooms`` (``t`` is ``rooms``): the instances of one room, first instance first."""
+
+    t: Literal["rooms"] = "rooms"
+    entries: _list(RoomEntry)
 
 
 class Redirect(Message):
@@ -290,14 +350,22 @@ class Redirect(Message):
     token: Annotated[str, Strict(), StringConstraints(min_length=1, max_length=1024)]
 
 
+class Custom(Message):
+    """A server message that is not one of protocol v1's shapes: a room type's own message (``t`` of its
+    choosing), or a v1 type carrying another room type's fields (the ``joined`` of a game room). Every
+    field is kept as it came, readable as an attribute (``msg.text``) or with ``msg.model_extra``."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+
+
 ClientMessage = Annotated[
-    Union[Login, Resume, Join, Leave, Move, Chat, Attack, Me, Top, Ping],  # noqa: UP007
+    Union[Login, Resume, Join, Leave, Move, Chat, Attack, Me, Top, Ping, Rooms],  # noqa: UP007
     Field(discriminator="t"),
 ]
 ServerMessage = Annotated[
     Union[  # noqa: UP007
         Welcome, Joined, Left, Tick, ChatMessage, Hit, Xp, LevelUp, Profile, TopEntries, Pong, Error, Bye,
-        Redirect,
+        Redirect, RoomList,
     ],
     Field(discriminator="t"),
 ]
@@ -306,14 +374,15 @@ server_adapter: TypeAdapter[Any] = TypeAdapter(ServerMessage)
 
 CLIENT_TYPES: dict[str, type[Message]] = {
     cls.model_fields["t"].default: cls
-    for cls in (Login, Resume, Join, Leave, Move, Chat, Attack, Me, Top, Ping)
+    for cls in (Login, Resume, Join, Leave, Move, Chat, Attack, Me, Top, Ping, Rooms)
 }
 SERVER_TYPES: dict[str, type[Message]] = {
     cls.model_fields["t"].default: cls
     for cls in (
         Welcome, Joined, Left, Tick, ChatMessage, Hit, Xp, LevelUp, Profile, TopEntries, Pong, Error, Bye,
-        Redirect,
+        Redirect, RoomList,
     )
 }
 # Only these server messages are direct replies (they carry the request's ``rid``).
-REPLY_TYPES = frozenset({"welcome", "joined", "left", "profile", "top", "pong", "hit", "error", "redirect"})
+REPLY_TYPES = frozenset({"welcome", "joined", "left", "profile", "top", "pong", "hit", "error", "redirect",
+                         "rooms"})

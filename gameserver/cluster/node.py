@@ -6,11 +6,15 @@ never expire), and every method below is a no-op or answers "here", so behaviour
 With it (guarantees, see docs/scale-out.md):
 - a room's runner ticks only on the node holding the room's lease; ``ensure_room`` acquires a free room,
   waits out the lease of a dead owner, or names the live owner (the caller then redirects the player);
-- the directory maps each character to its one session; a login elsewhere tells the old node ``replace``
-  (its socket gets ``bye replaced``) and waits for it to flush the character before reading it;
-- a session leaves a node only through ``hand_off``: detach, flush, mark it "in transit" in the directory
-  (resumable anywhere until the grace deadline), then optionally ``redirect`` the socket with a token;
-- ``adopt`` takes over a session on ``resume`` (asking its node to hand it off first if that node lives).
+- the directory maps each character to its one session; ``claim_session`` makes a new login the one, and
+  tells the old node ``replace`` (its socket gets ``bye replaced``), waiting for it to flush the character;
+- a session leaves a node only through a hand-off (``gameserver.sessions``): detach, flush, mark it "in
+  transit" here (resumable anywhere until the grace deadline), then optionally ``redirect`` the socket;
+- ``reclaim`` checks that a session registered elsewhere may be taken over on ``resume`` (asking its node
+  to hand it off first if that node lives).
+
+The node only coordinates: what happens to sessions it asks of a ``NodeEvents`` (the session manager), and
+rooms start and stop through the ``RoomHost``. It never sees the server object.
 """
 
 from __future__ import annotations
@@ -23,23 +27,45 @@ import os
 import socket
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+from ..errors import BadToken, RoomUnavailable
 from ..logs import event
-from ..session import Link, Session
-from ..tokens import BadToken, TokenClaims
+from ..tokens import TokenClaims, TokenSigner
 from .interfaces import Backend, NodeInfo, SessionEntry
 from .local import LocalBackend
 
 if TYPE_CHECKING:
-    from ..app import GameServer
-    from ..characters import Character
+    from ..config import ClusterConfig
+    from ..rooms.host import RoomHost
 
 log = logging.getLogger("gameserver.cluster")
 
+__all__ = ["ClusterNode", "NodeEvents", "RoomUnavailable", "default_node_id"]
 
-class RoomUnavailable(Exception):
-    code = "internal"
+
+class NodeEvents(Protocol):
+    """What other nodes can ask of this node's sessions (implemented by ``gameserver.sessions``)."""
+
+    async def replace_session(self, session_id: str) -> None:
+        """The character logged in elsewhere: end this session (``bye replaced``), flush, release."""
+        ...
+
+    async def hand_off_session(self, session_id: str) -> None:
+        """The session is being resumed elsewhere: hand it off (``bye replaced`` to its socket)."""
+        ...
+
+    def deliver_xp(self, name: str, body: dict[str, Any]) -> None:
+        """An ``xp`` granted on another node for a character whose session is here."""
+        ...
+
+    async def room_lost(self, room: str, owner: NodeInfo | None) -> None:
+        """Another node holds ``room`` now: send its players there (or away when it is unknown)."""
+        ...
+
+    def live_sessions(self) -> list[tuple[str, str]]:
+        """(character name, session id) of every session of this node."""
+        ...
 
 
 def default_node_id() -> str:
@@ -47,12 +73,16 @@ def default_node_id() -> str:
 
 
 class ClusterNode:
-    def __init__(self, server: GameServer, backend: Backend | None = None) -> None:
-        self.server = server
-        cfg = server.config.cluster
+    def __init__(self, cfg: ClusterConfig | None, rooms: RoomHost, signer: TokenSigner, *, host: str,
+                 grace: float, backend: Backend | None = None) -> None:
         self.cfg = cfg
+        self.rooms = rooms
+        self.signer = signer
+        self.host = host
+        self.grace = grace
         self.enabled = cfg is not None
         self.backend: Backend | None = backend
+        self.events: NodeEvents | None = None
         self.node_id = (cfg.node_id if cfg else None) or default_node_id()
         self.ttl = cfg.lease_ttl if cfg else math.inf
         self.url = ""
@@ -62,6 +92,17 @@ class ClusterNode:
         self.suspects: dict[str, float] = {}   # node -> its last heartbeat when it failed to answer us
         self._loop_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._retiring: dict[str, asyncio.Event] = {}   # rooms whose lease is being given up
+
+    @property
+    def seat_ttl(self) -> float:
+        """How long a seat outlives its last refresh: alone forever; clustered a lease plus the grace
+        period (a dead node's sessions may resume elsewhere until then)."""
+        return self.ttl + self.grace if self.enabled else math.inf
+
+    def bind(self, events: NodeEvents) -> None:
+        """Who handles what other nodes ask of this node's sessions (before ``start``)."""
+        self.events = events
 
     # -- start / stop --------------------------------------------------------------------------------
     async def start(self, port: int) -> None:
@@ -73,10 +114,9 @@ class ClusterNode:
                 self.backend = RedisBackend(cfg.redis_url, cfg.prefix)
             else:
                 self.backend = LocalBackend()
-        host = self.server.config.host
-        self.url = (cfg.public_url if cfg else None) or f"ws://{host}:{port}/ws"
+        self.url = (cfg.public_url if cfg else None) or f"ws://{self.host}:{port}/ws"
         if cfg is None:
-            for room in self.server.runners:
+            for room in self.rooms:
                 await self.backend.leases.acquire(room, self.node_id, self.ttl)
                 self._take(room)
             return
@@ -96,11 +136,10 @@ class ClusterNode:
             return
         if self.enabled:
             b = self.backend
-            grace = self.server.config.auth.grace_seconds
             with contextlib.suppress(Exception):
-                for session in list(self.server.registry):
-                    entry = SessionEntry(session.id, "", "", time.time() + grace)
-                    await b.directory.update(session.name, entry, ttl=grace + self.ttl)
+                for name, session_id in (self.events.live_sessions() if self.events else []):
+                    entry = SessionEntry(session_id, "", "", time.time() + self.grace)
+                    await b.directory.update(name, entry, ttl=self.grace + self.ttl)
                 for room in list(self.owned):
                     await b.leases.release(room, self.node_id)
                 await b.presence.withdraw(self.node_id)
@@ -114,9 +153,7 @@ class ClusterNode:
     def _take(self, room: str) -> None:
         self.owned.add(room)
         self._idle_since[room] = time.monotonic()
-        runner = self.server.runners[room]
-        if runner._task is None:
-            runner.start()
+        self.rooms.start(room)
 
     async def ensure_room(self, room: str) -> NodeInfo | None:
         """None when this node owns ``room`` (acquiring it if free); else the live owner's info.
@@ -127,6 +164,9 @@ class ClusterNode:
         if room in self.owned:
             self._idle_since[room] = time.monotonic()
             return None
+        retiring = self._retiring.get(room)
+        if retiring is not None:   # its lease is being given up right now: take it afresh afterwards
+            await retiring.wait()
         assert self.backend is not None
         loop = asyncio.get_running_loop()
         give_up = loop.time() + (self.ttl if self.enabled else 0.0) + 1.0
@@ -182,14 +222,26 @@ class ClusterNode:
         assert self.cfg is not None and self.backend is not None
         now = time.monotonic()
         for room in list(self.owned):
-            runner = self.server.runners[room]
-            if runner.by_pid or runner.inputs or room in self.cfg.rooms:
+            if not self.rooms.idle(room) or room in self.cfg.rooms:
                 self._idle_since[room] = now
             elif now - self._idle_since.get(room, now) >= self.cfg.idle_release:
                 self.owned.discard(room)
-                await runner.stop()
+                await self.rooms.stop(room)
                 await self.backend.leases.release(room, self.node_id)
                 event(log, "room_released", node=self.node_id, room=room)
+
+    async def give_up(self, room: str) -> None:
+        """This node stops running ``room`` (a disposed instance): release its lease."""
+        self.owned.discard(room)
+        self._idle_since.pop(room, None)
+        if self.backend is None:
+            return
+        done = self._retiring[room] = asyncio.Event()
+        try:
+            await self.backend.leases.release(room, self.node_id)
+        finally:
+            done.set()
+            self._retiring.pop(room, None)
 
     async def _lost(self, room: str) -> None:
         """Our lease on ``room`` is gone (we stalled past the ttl): get it back or send its players on."""
@@ -197,99 +249,60 @@ class ClusterNode:
         owner = await self.backend.leases.acquire(room, self.node_id, self.ttl)
         if owner == self.node_id:
             return
-        event(log, "room_lost", level=logging.WARNING, node=self.node_id, room=room, owner=owner)
+        event(log, "room_lost", level=logging.WARNING, node=self.node_id, room=room,
+              owner=owner)
         self.owned.discard(room)
-        runner = self.server.runners[room]
-        await runner.stop()
+        await self.rooms.stop(room)
         info = await self.backend.presence.get(owner)
-        sessions = {s for s in self.server.registry if s.runner is runner or s.target is runner}
-        for session in sessions:
-            await self.hand_off(session, room=room, target=info, bye=None if info else "shutdown")
+        if self.events is not None:
+            await self.events.room_lost(room, info)
 
     # -- sessions ----------------------------------------------------------------------------------------
-    async def hand_off(self, session: Session, *, room: str = "", target: NodeInfo | None = None,
-                       rid: int | None = None, bye: str | None = None) -> None:
-        """Move ``session`` off this node: detach, flush, mark in transit, then redirect or bye its socket."""
-        server = self.server
-        link = session.link
-        session.ended = True
-        if session.grace_task is not None:
-            session.grace_task.cancel()
-            session.grace_task = None
-        if session.runner is not None:
-            session.runner.detach(session)
-        session.forget_inputs()
-        server.registry.remove(session)
-        server.metrics.sessions.set(len(server.registry))
-        if link is not None:
-            link.session = None
-            session.link = None
-            if bye is not None:
-                link.bye(bye)
-        grace = server.config.auth.grace_seconds
-        await self.mark_in_transit(session.name, session.id, room)
-        await server._save(session.character)
-        if server.registry.by_name(session.name) is None:
-            server.characters.release(session.name)
-        event(log, "handed_off", node=self.node_id, name=session.name, session=session.id,
-              to=target.node if target else None, grace=grace)
-        if link is not None and target is not None and bye is None:
-            self.send_redirect(link, session.id, session.name, target, rid)
-
     async def mark_in_transit(self, name: str, session_id: str, room: str = "") -> bool:
+        """The session may be resumed on any node until the grace deadline (``room``: where it goes)."""
+        if not self.enabled:
+            return True
         assert self.backend is not None
-        grace = self.server.config.auth.grace_seconds
         return await self.backend.directory.update(
-            name, SessionEntry(session_id, "", room, time.time() + grace), ttl=grace + self.ttl)
+            name, SessionEntry(session_id, "", room, time.time() + self.grace), ttl=self.grace + self.ttl)
 
-    def send_redirect(self, link: Link, session_id: str, name: str, target: NodeInfo,
-                      rid: int | None) -> None:
+    def redirect_body(self, session_id: str, name: str, target: NodeInfo, rid: int | None) -> dict[str, Any]:
+        """The ``redirect`` sending a player to ``target`` with a token to resume ``session_id`` there."""
         body: dict[str, Any] = {"t": "redirect", "url": target.url,
-                                "token": self.server.signer.issue(session_id, name, time.time())}
+                                "token": self.signer.issue(session_id, name, time.time())}
         if rid is not None:
             body["rid"] = rid
-        link.send(body)
+        return body
 
-    async def claim_login(self, name: str, session_id: str, ch: Character) -> NodeInfo | None:
-        """Make ``session_id`` the character's session everywhere; None: play here, else the room's owner."""
+    async def claim_session(self, name: str, session_id: str, local: bool) -> bool:
+        """Make ``session_id`` the character's one session everywhere (an older one elsewhere is replaced
+        and flushed first). Returns True when the character record must be re-read (another node wrote it
+        since we loaded it); ``local``: this node already has a session of the character."""
         if not self.enabled:
-            return None
+            return False
         assert self.backend is not None
         prev = await self.backend.directory.claim(name, SessionEntry(session_id, self.node_id))
         if prev is not None and prev.node and prev.node != self.node_id:
             info = await self.backend.presence.get(prev.node)
             if self._alive(info):
                 await self.ask(prev.node, {"op": "replace", "name": name, "session": prev.session}, info)
-            await self.server.characters.reload(ch)
-        elif prev is not None and not prev.node and self.server.registry.by_name(name) is None:
-            await self.server.characters.reload(ch)
-        room = ch.room if ch.room in self.server.runners else self.server.config.game.start_room
-        target = await self.ensure_room(room)
-        if target is not None:
-            await self.mark_in_transit(name, session_id)
-        return target
+            return True
+        return prev is not None and not prev.node and not local
 
-    async def session_ended(self, session: Session) -> None:
+    async def session_ended(self, name: str, session_id: str) -> None:
         if self.enabled and self.backend is not None:
             with contextlib.suppress(Exception):
-                await self.backend.directory.release(session.name, session.id)
+                await self.backend.directory.release(name, session_id)
 
-    async def adopt(self, link: Link, claims: TokenClaims, rid: int | None) -> tuple[Session, bool] | None:
-        """Take over a session registered elsewhere (resume on another node).
-
-        Returns (session, pending_room): the session registered here, and whether it enters its room at the
-        spawn point (a redirected ``join``) rather than at its saved place; None when ``link`` was redirected.
-        Raises BadToken when the session is over.
-        """
-        if not self.enabled:
-            return None
-        assert self.backend is not None
-        server, name = self.server, claims.name
+    async def reclaim(self, claims: TokenClaims) -> SessionEntry:
+        """The directory entry of a session registered elsewhere that ``claims`` may take over here (its
+        node is asked to hand it off first when it lives). Raises BadToken when the session is over."""
+        assert self.enabled and self.backend is not None
+        name = claims.name
         entry = await self.backend.directory.get(name)
         if entry is None or entry.session != claims.session or entry.node == self.node_id:
             raise BadToken("session expired or unknown")
         now = time.time()
-        grace = server.config.auth.grace_seconds
         if entry.node:
             info = await self.backend.presence.get(entry.node)
             if self._alive(info):
@@ -300,40 +313,16 @@ class ClusterNode:
                     raise BadToken("session was replaced")
                 if entry.node and answered:
                     raise BadToken("session is not available")
-            elif (info.seen if info is not None else 0.0) + self.ttl + grace < now:
+            elif (info.seen if info is not None else 0.0) + self.ttl + self.grace < now:
                 raise BadToken("session expired")
         elif entry.deadline < now:
             raise BadToken("session expired")
-        ch = await server.characters.adopt(name)
-        room = entry.room or ch.room
-        if room not in server.runners:
-            room = server.config.game.start_room
-        pending = bool(entry.room) or room != ch.room
-        try:
-            target = await self.ensure_room(room)
-        except BaseException:
-            self._release_if_unused(name)
-            raise
-        if target is not None:
-            self._release_if_unused(name)
-            self.send_redirect(link, claims.session, name, target, rid)
-            return None
-        if not await self.backend.directory.update(name, SessionEntry(claims.session, self.node_id)):
-            self._release_if_unused(name)
-            raise BadToken("session was replaced")
-        if pending:
-            ch.room = room
-        event(log, "adopted", node=self.node_id, name=name, session=claims.session, room=room)
-        return Session(claims.session, ch), pending
+        return entry
 
-    def _release_if_unused(self, name: str) -> None:
-        if self.server.registry.by_name(name) is None:
-            self.server.characters.release(name)
-
-    async def refresh(self, ch: Character) -> None:
-        """Before answering ``me``: XP may have been granted by another node."""
-        if self.enabled:
-            await self.server.characters.refresh_xp(ch)
+    async def confirm_session(self, name: str, session_id: str) -> bool:
+        """Register an adopted session as this node's; False when it was replaced meanwhile."""
+        assert self.backend is not None
+        return await self.backend.directory.update(name, SessionEntry(session_id, self.node_id))
 
     def notify_xp(self, name: str, body: dict[str, Any]) -> None:
         """An ``xp`` for a character with no session here: forward it to the node that has it."""
@@ -359,7 +348,8 @@ class ClusterNode:
             await asyncio.wait_for(fut, self.cfg.handoff_timeout)
             return True
         except TimeoutError:
-            event(log, "ask_timeout", level=logging.WARNING, node=node, op=message.get("op"))
+            event(log, "ask_timeout", level=logging.WARNING, node=node,
+                  op=message.get("op"))
             if info is not None:
                 now_info = await self.backend.presence.get(node)
                 if now_info is None or now_info.seen == info.seen:
@@ -378,29 +368,21 @@ class ClusterNode:
                 await self.backend.pubsub.publish(str(msg["from"]), {"op": "ack", "id": msg.get("id")})
 
     async def _handle(self, msg: dict[str, Any]) -> None:
-        server = self.server
         op = msg.get("op")
         if op == "ack":
             fut = self._acks.get(str(msg.get("id")))
             if fut is not None and not fut.done():
                 fut.set_result(None)
+        elif self.events is None:
+            return
         elif op == "replace":
-            old = server.registry.get(str(msg.get("session")))
-            if old is not None:
-                server._replace(old)
-                server.metrics.sessions.set(len(server.registry))
-                await server._save(old.character)
-                self._release_if_unused(old.name)
+            await self.events.replace_session(str(msg.get("session")))
         elif op == "handoff":
-            session = server.registry.get(str(msg.get("session")))
-            if session is not None:
-                await self.hand_off(session, bye="replaced")
+            await self.events.hand_off_session(str(msg.get("session")))
         elif op == "xp":
-            session = server.registry.by_name(str(msg.get("name")))
             body = msg.get("body")
-            if session is not None and isinstance(body, dict):
-                session.character.xp, session.character.level = int(body["xp"]), int(body["level"])
-                session.send(body)
+            if isinstance(body, dict):
+                self.events.deliver_xp(str(msg.get("name")), body)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

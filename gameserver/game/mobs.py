@@ -9,15 +9,14 @@ class Mob:
     """A mob of a room. A life runs from (re)spawn to the killing blow; `hitters` are the names that hit this
     life, in first-hit order (a dict used as an ordered set), and are cleared at respawn."""
 
-    __slots__ = ("cell", "hitters", "hp", "id", "kind", "respawn_at", "spec", "x", "y")
+    __slots__ = ("hitters", "hp", "id", "kind", "respawn_at", "spec", "x", "y")
 
-    def __init__(self, spec: MobSpec, cell: int) -> None:
+    def __init__(self, spec: MobSpec) -> None:
         self.spec = spec
         self.id = spec.id
         self.kind = spec.kind
         self.x = spec.x
         self.y = spec.y
-        self.cell = cell
         self.hp = spec.hp
         self.hitters: dict[str, None] = {}
         self.respawn_at: float | None = None

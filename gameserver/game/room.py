@@ -11,8 +11,8 @@ import math
 import random
 from dataclasses import dataclass
 
-from .aoi import ChangeLog, Delivery, Snapshot, build_deliveries
-from .grid import Grid
+from ..rooms.aoi import AreaOfInterest, Delivery
+from ..rooms.api import RoomError
 from .mobs import Mob
 from .players import Player
 from .rules import MAX_HITS_TO_KILL, MAX_MOVE_SECONDS, Rules
@@ -23,14 +23,9 @@ __all__ = ["AttackOutcome", "Delivery", "GameError", "MobSpec", "Room", "RoomSpe
 _FAR = 1e12  # finite stand-in for infinite move targets; far beyond any room, so the direction is kept
 
 
-class GameError(Exception):
+class GameError(RoomError):
     """A rule refused a player's input. `code` is the protocol error code: `no_such_mob`, `out_of_range`,
     `cooldown`, or `not_in_room` (the player id is not in this room)."""
-
-    def __init__(self, code: str, message: str = "") -> None:
-        super().__init__(message or code)
-        self.code = code
-        self.message = message or code
 
 
 @dataclass(frozen=True)
@@ -64,17 +59,15 @@ class Room:
         self.bounds = (float(spec.width), float(spec.height))
         self._speed = rules.speed
         self._rng = rng if rng is not None else random.Random()
-        self._grid = Grid(spec.width, spec.height, rules.cell_size)
+        self._aoi = AreaOfInterest(spec.width, spec.height, rules.cell_size, fixtures_key="mobs")
         self._players: dict[int, Player] = {}
         self._next_pid = 1
         self._mobs: dict[int, Mob] = {}
-        self._mobs_by_cell: dict[int, list[Mob]] = {}
         for mob_spec in spec.mobs:
-            mob = Mob(mob_spec, self._grid.cell_of(mob_spec.x, mob_spec.y))
+            mob = Mob(mob_spec)
             self._mobs[mob.id] = mob
-            self._mobs_by_cell.setdefault(mob.cell, []).append(mob)
+            self._aoi.add_fixture(mob.id, mob.x, mob.y, mob.hp)
         self._dead: dict[int, Mob] = {}
-        self._log = ChangeLog()
 
     # --- players -------------------------------------------------------------------------------------------
 
@@ -90,27 +83,26 @@ class Room:
     def name_of(self, pid: int) -> str:
         return self._player(pid).name
 
-    def add_player(self, name: str, x: float, y: float, now: float) -> int:
-        """Place a player at (x, y) clamped to the room; returns its id. Others see it `joined` at the next
-        step. Call `view_for(pid)` right after for its `joined` snapshot (its first tick is relative to it).
-        The speed limit starts counting at `now`."""
+    def add_player(self, name: str, x: float, y: float, now: float, pid: int | None = None) -> int:
+        """Place a player at (x, y) clamped to the room; returns its id (``pid`` when given: the caller
+        numbers players, and must not reuse an id of a player still here). Others see it `joined` at the
+        next step. Call `view_for(pid)` right after for its `joined` snapshot (its first tick is relative to
+        it). The speed limit starts counting at `now`."""
         x, y = self._clamp(self._finite(x, self.bounds[0] / 2), self._finite(y, self.bounds[1] / 2))
-        pid = self._next_pid
-        self._next_pid += 1
-        cell = self._grid.cell_of(x, y)
-        self._players[pid] = Player(pid, name, x, y, cell, now)
-        self._grid.add(pid, cell)
-        self._log.note_join(pid)
+        if pid is None:
+            pid = self._next_pid
+        elif pid in self._players:
+            raise ValueError(f"player id {pid} is already in {self.name}")
+        self._next_pid = max(self._next_pid, pid + 1)
+        self._players[pid] = Player(pid, name, x, y, now)
+        self._aoi.add(pid, name, x, y)
         return pid
 
     def remove_player(self, pid: int) -> None:
         """Take the player out (leave, disconnect); players that had it in view get `left` at the next step.
         Unknown ids are ignored, so a double leave is harmless. Its hits still count for the mobs' XP."""
-        p = self._players.pop(pid, None)
-        if p is None:
-            return
-        self._grid.remove(pid, p.cell)
-        self._log.note_leave(pid, p.cell)
+        if self._players.pop(pid, None) is not None:
+            self._aoi.remove(pid)
 
     def position(self, pid: int) -> tuple[float, float]:
         p = self._player(pid)
@@ -149,13 +141,8 @@ class Room:
         nx = 0.0 if nx < 0.0 else (w if nx > w else nx)
         ny = 0.0 if ny < 0.0 else (h if ny > h else ny)
         if nx != px or ny != py or nx != tx or ny != ty:
-            old_cell = p.cell
             p.x, p.y = nx, ny
-            new_cell = self._grid.cell_of(nx, ny)
-            if new_cell != old_cell:
-                self._grid.relocate(pid, old_cell, new_cell)
-                p.cell = new_cell
-            self._log.note_move(pid, old_cell, new_cell)
+            self._aoi.move(pid, nx, ny)
         return nx, ny
 
     # --- mobs ----------------------------------------------------------------------------------------------
@@ -179,7 +166,7 @@ class Room:
         p.next_attack = now + self.rules.attack_cooldown
         dmg = self._rng.randint(self.rules.dmg_min, self.rules.dmg_max)
         killed = mob.take_hit(p.name, dmg, now, self.rules.respawn_seconds)
-        self._log.mobs.add(mob_id)
+        self._aoi.set_state(mob_id, mob.hp)
         if not killed:
             return AttackOutcome(mob_id, dmg, mob.hp, False, (), 0, p.name)
         self._dead[mob_id] = mob
@@ -191,11 +178,8 @@ class Room:
         """Snapshot for the `joined` message: players in the player's area of interest (itself included),
         every mob of the room, the bounds. The player's next tick is computed relative to exactly this
         snapshot (the server sends it as `joined`)."""
-        p = self._player(pid)
-        seen = [self._players[q] for q in sorted(self._grid.around(p.cell))]
-        self._log.snapshots[pid] = Snapshot(
-            {q.id: (q.x, q.y) for q in seen}, {m.id: m.hp for m in self._mobs.values()}
-        )
+        self._player(pid)
+        seen = self._aoi.view(pid)
         return {
             "players": [[q.id, q.name, q.x, q.y] for q in seen],
             "mobs": [[m.id, m.kind, m.x, m.y, m.hp] for m in self._mobs.values()],
@@ -205,15 +189,17 @@ class Room:
     def step(self, now: float) -> list[Delivery]:
         """End of a tick: respawn the mobs that are due (`now >= died_at + respawn_seconds`, full hp, same id
         and place), then return the deliveries for everything that changed since the previous step (see
-        `gameserver.game.aoi`). Bodies are shared between deliveries: treat them as read-only."""
+        `gameserver.rooms.aoi`). Bodies are shared between deliveries: treat them as read-only."""
         if self._dead:
             for mob in [m for m in self._dead.values() if m.respawn_at is not None and now >= m.respawn_at]:
                 mob.respawn()
                 del self._dead[mob.id]
-                self._log.mobs.add(mob.id)
-        deliveries = build_deliveries(self._grid, self._players, self._log, self._mobs, self._mobs_by_cell)
-        self._log.clear()
-        return deliveries
+                self._aoi.set_state(mob.id, mob.hp)
+        return self._aoi.deliveries()
+
+    def mobs_alive(self) -> int:
+        """How many mobs are alive now (the monitor shows it)."""
+        return len(self._mobs) - len(self._dead)
 
     # --- helpers -------------------------------------------------------------------------------------------
 

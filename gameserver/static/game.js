@@ -31,7 +31,8 @@ const renderer = new Renderer(canvas, state);
 const connection = new Connection(wsUrl(), { onMessage: receive, onStatus: statusChanged });
 
 function receive(msg) {
-  state.apply(msg);
+  const known = state.apply(msg);
+  if (!known && state.raw.at(-1)?.t === msg.t) panels.showRaw();
   switch (msg.t) {
     case "welcome":
       sessionStorage.setItem(STORE.token, msg.token);
@@ -148,6 +149,16 @@ function setUpForms() {
     });
     rooms.append(button);
   }
+
+  const joinForm = document.getElementById("join-form");
+  const joinInput = document.getElementById("join-room");
+  joinForm.addEventListener("submit", (ev) => {   // any room by name: a room type's, an instance
+    ev.preventDefault();
+    const room = joinInput.value.trim();
+    if (room) join(room);
+    joinInput.value = "";
+    canvas.focus();
+  });
 
   const chatForm = document.getElementById("chat-form");
   const chatInput = document.getElementById("chat-input");

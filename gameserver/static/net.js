@@ -115,7 +115,7 @@ export class Connection {
     let welcome;
     if (this.token) {
       try {
-        welcome = await this.request({ t: "resume", token: this.token });
+        welcome = await this.request({ t: "resume", token: this.token, tick_format: "compact" });
       } catch (err) {
         if (err.code !== "bad_token") throw err;
         this.token = null;        // grace period over: fall back to a fresh login
@@ -124,7 +124,7 @@ export class Connection {
     if (!welcome) {
       const { name, secret } = this.credentials;
       try {
-        welcome = await this.request({ t: "login", name, secret });
+        welcome = await this.request({ t: "login", name, secret, tick_format: "compact" });
       } catch (err) {
         if (err.code === "auth_failed" || err.code === "bad_message") this.close(err.message);
         throw err;

@@ -21,6 +21,20 @@ export function xpProgress(xp) {
   return { level, start, next, fraction: (xp - start) / (next - start) };
 }
 
+// Protocol v1 server messages this client has a view of; anything else is a room type's own message.
+const KNOWN = new Set(["welcome", "joined", "left", "tick", "chat", "hit", "xp", "level_up", "profile",
+  "top", "pong", "error", "bye", "redirect"]);
+const JOINED_FIELDS = new Set(["t", "rid", "room", "you", "players", "mobs", "bounds"]);
+
+function isPair(value) {
+  return Array.isArray(value) && value.length === 2 && value.every(Number.isFinite);
+}
+
+/** The entries of `value` that are arrays of at least `size` items (a room type's lists may differ). */
+function listOf(value, size) {
+  return Array.isArray(value) ? value.filter((e) => Array.isArray(e) && e.length >= size) : [];
+}
+
 export class GameState {
   constructor() {
     this.status = "offline";
@@ -41,6 +55,9 @@ export class GameState {
     this.lastBye = null;
     this.top = [];
     this.chat = [];             // {from, text, ts}, last 100
+    this.scale = 1;             // tick positions are divided by this (10 with compact ticks)
+    this.roomFields = {};       // what the room type added to its `joined` (beyond room, you, players ...)
+    this.raw = [];              // messages of the room type this client has no view of: {t, text}, last 50
   }
 
   get me() {
@@ -51,30 +68,49 @@ export class GameState {
     return Object.values(this.players).map((p) => p.name).sort();
   }
 
-  /** Apply one server message; returns true when the world view changed. */
+  /** Apply one server message; returns true when the world view changed. A message type this client
+   * does not know (a room type's own) is kept, as JSON, in `raw`. */
   apply(msg) {
-    const handler = this[`on_${msg.t}`];
-    if (!handler) return false;
+    const handler = KNOWN.has(msg.t) ? this[`on_${msg.t}`] : null;
+    if (!handler) {
+      if (!KNOWN.has(msg.t)) {
+        this.raw.push({ t: msg.t, text: JSON.stringify(msg) });
+        if (this.raw.length > 50) this.raw.shift();
+      }
+      return false;
+    }
     handler.call(this, msg);
     return true;
   }
 
   on_welcome(msg) {
     const c = msg.character;
+    this.scale = msg.tick_format === "compact" ? 10 : 1;   // compact ticks: positions in tenths
     this.session = msg.session;
     this.tickRate = msg.tick_rate;
     this.name = c.name;
     this.setXp(c.xp);
   }
 
+  /** A `joined` of any room type: the built-in game's players, mobs and bounds when it has them. */
   on_joined(msg) {
     this.room = msg.room;
     this.you = msg.you;
-    this.bounds = msg.bounds;
+    this.bounds = isPair(msg.bounds) ? msg.bounds : [1000, 1000];
     this.players = {};
-    for (const [id, name, x, y] of msg.players) this.players[id] = { id, name, x, y };
+    for (const entry of listOf(msg.players, 4)) {
+      const [id, name, x, y] = entry;
+      this.players[id] = { id, name, x, y };
+    }
     this.mobs = {};
-    for (const [id, kind, x, y, hp] of msg.mobs) this.mobs[id] = { id, kind, x, y, hp, maxHp: hp };
+    for (const entry of listOf(msg.mobs, 5)) {
+      const [id, kind, x, y, hp] = entry;
+      this.mobs[id] = { id, kind, x, y, hp, maxHp: hp };
+    }
+    this.roomFields = {};
+    for (const [key, value] of Object.entries(msg)) {
+      if (!JOINED_FIELDS.has(key)) this.roomFields[key] = value;
+    }
   }
 
   on_left() {
@@ -82,17 +118,19 @@ export class GameState {
     this.you = null;
     this.players = {};
     this.mobs = {};
+    this.roomFields = {};
   }
 
   on_tick(msg) {
     this.lastTick = msg.n;
-    for (const [id, name, x, y] of msg.joined ?? []) this.players[id] = { id, name, x, y };
-    for (const id of msg.left ?? []) delete this.players[id];
-    for (const [id, x, y] of msg.moved ?? []) {
+    const k = this.scale;
+    for (const [id, name, x, y] of listOf(msg.joined, 4)) this.players[id] = { id, name, x: x / k, y: y / k };
+    for (const id of Array.isArray(msg.left) ? msg.left : []) delete this.players[id];
+    for (const [id, x, y] of listOf(msg.moved, 3)) {
       const p = this.players[id];
-      if (p) Object.assign(p, { x, y });
+      if (p) Object.assign(p, { x: x / k, y: y / k });
     }
-    for (const [id, hp] of msg.mobs ?? []) this.setMobHp(id, hp);
+    for (const [id, hp] of listOf(msg.mobs, 2)) this.setMobHp(id, hp);
   }
 
   on_hit(msg) {

@@ -44,10 +44,13 @@ export class Panels {
   }
 
   showRoom() {
-    const { room } = this.state;
+    const { room, roomFields } = this.state;
     $("room-name").textContent = room ?? "(no room)";
+    $("room-fields").textContent = Object.entries(roomFields)
+      .filter(([, v]) => v === null || typeof v !== "object")
+      .map(([k, v]) => `${k}: ${v}`).join(", ");
     for (const button of document.querySelectorAll("#rooms button")) {
-      button.classList.toggle("current", button.dataset.room === room);
+      button.classList.toggle("current", button.dataset.room === room?.split("~")[0]);
     }
   }
 
@@ -57,6 +60,12 @@ export class Panels {
     if (list.dataset.names === names.join(",")) return;
     list.dataset.names = names.join(",");
     list.replaceChildren(...names.map((name) => item(name, name === this.state.name ? "me" : "")));
+  }
+
+  /** The room type's own messages (types this client has no view of), newest last. */
+  showRaw() {
+    const rows = this.state.raw.slice(-20).map((m) => item(m.text, "raw"));
+    $("room-log").replaceChildren(...rows);
   }
 
   showLeaderboard() {

@@ -1,9 +1,10 @@
 """Fixtures for end-to-end tests of the web client and the monitor in headless Chromium.
 
 The real ``GameServer`` runs in a background thread with its own event loop (Playwright's sync API drives
-the browser from the test thread). Chromium is Debian's ``/usr/bin/chromium`` driven by Playwright for
-Python with ``executable_path``: nothing is downloaded at run time. Without Chromium or Playwright the
-browser tests are skipped with a loud reason.
+the browser from the test thread). Chromium is the executable ``chromium`` that ``shutil.which`` finds
+(Debian's, which ``.ci/run`` installs; ``CHROMIUM_PATH`` names another) driven by Playwright for Python with
+``executable_path``: nothing is downloaded at run time. Without one, the tests that need a browser skip
+with one reason (``CHROMIUM_MISSING``); the HTTP tests of the pages run anyway.
 
 Screenshots go to a temp directory (printed at the end of the session); with ``SAVE_DOCS_SCREENSHOTS=1`` the
 game and monitor screenshots are also written to ``docs/screenshots/``.
@@ -24,7 +25,9 @@ from typing import Any
 
 import pytest
 
-CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+from gameserver.app import GameServer
+from tests.support import CHROMIUM_MISSING, find_chromium, server_config
+
 LAUNCH_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -38,41 +41,15 @@ DOCS_SCREENSHOTS = REPO / "docs" / "screenshots"
 NEAR_MOB = {"id": 1, "kind": "slime", "x": 580.0, "y": 500.0, "hp": 30, "xp": 25}
 
 
-def _browser_missing() -> str | None:
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return "Playwright for Python is not installed (pip install playwright; never `playwright install`)"
-    if not (os.path.exists(CHROMIUM) or shutil.which(CHROMIUM)):
-        return f"Chromium not found at {CHROMIUM} (apt-get install chromium)"
-    return None
-
-
-def _server_missing() -> str | None:
-    try:
-        import gameserver.app  # noqa: F401
-    except ImportError as exc:
-        return f"gameserver.app is not importable: {exc}"
-    return None
-
-
 def make_config(tmp: Path) -> Any:
-    from gameserver.config import build_config
-
-    return build_config({
-        "host": "127.0.0.1",
-        "port": 0,
-        "admin_token": ADMIN_TOKEN,
-        "use_uvloop": False,
-        "log_level": "WARNING",
-        "store": {"data_dir": str(tmp / "data"), "durability": "flush"},
-        "auth": {"scrypt_n": 16},
-        "rooms": [
-            {"name": "town"},
-            {"name": "forest", "mobs": [NEAR_MOB], "mob_count": 4, "mob_kind": "wolf", "mob_hp": 100},
-            {"name": "dungeon", "mob_count": 4, "mob_kind": "skeleton", "mob_hp": 150},
-        ],
-    })
+    return server_config(tmp / "data", admin_token=ADMIN_TOKEN, rooms=[
+        {"name": "town"},
+        {"name": "forest", "mobs": [NEAR_MOB], "mob_count": 4, "mob_kind": "wolf", "mob_hp": 100},
+        {"name": "dungeon", "mob_count": 4, "mob_kind": "skeleton", "mob_hp": 150},
+        {"name": "tag", "type": "examples.tag.tag_game:TagRoom"},           # rooms of other types
+        {"name": "echo-1", "type": "tests.gameserver.sample_rooms:EchoRoom",
+         "options": {"greeting": "hello"}},
+    ])
 
 
 @dataclass
@@ -95,11 +72,6 @@ class LiveServer:
 
 @pytest.fixture(scope="module")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    reason = _server_missing()
-    if reason:
-        pytest.skip(f"BROWSER TESTS SKIPPED: {reason}")
-    from gameserver.app import GameServer
-
     server = GameServer(make_config(tmp_path_factory.mktemp("browser-server")))
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="gameserver", daemon=True)
@@ -177,13 +149,13 @@ def browser_artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
-    reason = _browser_missing()
-    if reason:
-        pytest.skip(f"BROWSER TESTS SKIPPED: {reason}")
-    from playwright.sync_api import sync_playwright
+    executable = find_chromium()
+    if executable is None:
+        pytest.skip(CHROMIUM_MISSING)
+    from playwright.sync_api import sync_playwright  # a dev dependency: missing is a broken install
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS, timeout=30_000)
+        browser = pw.chromium.launch(executable_path=executable, args=LAUNCH_ARGS, timeout=30_000)
         try:
             yield browser
         finally:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import time
-import types
 import uuid
 from typing import Any
 
@@ -157,6 +156,34 @@ def test_unknown_room_and_out_of_range_errors_are_shown(live_server: LiveServer,
     assert page.is_visible("#notice")
 
 
+def test_rooms_of_other_types_show_players_fields_chat_and_their_own_messages(
+        live_server: LiveServer, browser: Browser) -> None:
+    page = browser.new_page()
+    name = unique_name("tagger")
+    log_in(page, live_server, name)
+    page.fill("#join-room", "tag")
+    page.press("#join-room", "Enter")
+    page.wait_for_function("window.gameState.room === 'tag'", timeout=10_000)
+    page.wait_for_function("n => document.querySelector('#player-list').dataset.names.includes(n)",
+                           arg=name, timeout=5_000)
+    assert "tags: 0" in page.text_content("#room-fields")
+    page.fill("#chat-input", "tag, you are it")
+    page.press("#chat-input", "Enter")
+    page.wait_for_function("document.querySelector('#chat-log').textContent.includes('you are it')",
+                           timeout=10_000)
+    page.evaluate("window.game.join('echo-1')")
+    page.wait_for_function("window.gameState.room === 'echo-1'", timeout=10_000)
+    assert page.text_content("#room-fields").startswith("greeting: hello")
+    page.evaluate("window.game.connection.send({t: 'say', text: 'raw hello', to_all: true})")
+    page.wait_for_function("document.querySelector('#room-log').textContent.includes('raw hello')",
+                           timeout=10_000)
+    page.evaluate("window.game.connection.send({t: 'move', x: 1, y: 1})")   # not this room's message
+    page.wait_for_function("window.gameState.lastError && window.gameState.lastError.code === 'unknown_type'",
+                           timeout=10_000)
+    browser.screenshot(page, "game-room-type")
+    assert browser.errors_of(page) == []
+
+
 def test_two_pages_see_each_other_move_and_chat(live_server: LiveServer, browser: Browser) -> None:
     alice, bob = browser.new_page(), browser.new_page()
     alice_name, bob_name = unique_name("alice"), unique_name("bob")
@@ -245,7 +272,7 @@ def test_monitor_shows_the_players_with_the_admin_token(live_server: LiveServer,
     )
     assert "token=" not in monitor.url  # the token left the address bar
     stats = monitor.evaluate("window.monitorState")
-    assert {r["name"] for r in stats["rooms"]} == {"town", "forest", "dungeon"}
+    assert {r["name"] for r in stats["rooms"]} == {"town", "forest", "dungeon", "tag", "echo-1"}
     for step in range(8):  # a few seconds of traffic for the message and tick charts
         page = players[step % 2]
         page.locator("#world").focus()
@@ -323,7 +350,7 @@ def test_check_admin_token() -> None:
     assert webui.check_admin_token("é-unicode", "é-unicode")
 
 
-def _fake_server(admin_token: str | None = "tok") -> Any:
+def _source() -> webui.StatsSource:
     from gameserver.game import Room, RoomSpec, Rules
     from gameserver.metrics import Metrics
 
@@ -335,14 +362,13 @@ def _fake_server(admin_token: str | None = "tok") -> Any:
     metrics.tick_duration.labels("town").observe(0.002)
     metrics.tick_lag.labels("town").set(0.0005)
     metrics.cas_retries.inc(2)
-    config = types.SimpleNamespace(admin_token=admin_token, static_dir=None, rooms=())
-    return types.SimpleNamespace(metrics=metrics, rooms={"town": room}, config=config,
-                                 started_at=time.monotonic() - 10)
+    return webui.StatsSource(
+        metrics.registry, time.monotonic() - 10,
+        lambda: [("town", {"players": len(room), "mobs_alive": room.mobs_alive()})], lambda: 1)
 
 
 def test_stats_snapshot_has_the_shape_the_monitor_reads() -> None:
-    server = _fake_server()
-    snap = webui.stats_snapshot(server)
+    snap = webui.stats_snapshot(_source())
     json.dumps(snap)
     assert snap["sessions"] == 1 and snap["players"] == 1
     assert snap["rooms"] == [
@@ -354,17 +380,17 @@ def test_stats_snapshot_has_the_shape_the_monitor_reads() -> None:
     assert 9 <= snap["uptime_s"] <= 60
 
 
-def test_stats_snapshot_survives_a_bare_server() -> None:
-    snap = webui.stats_snapshot(types.SimpleNamespace())
+def test_stats_snapshot_survives_an_empty_source() -> None:
+    snap = webui.stats_snapshot(webui.StatsSource())
     assert snap["rooms"] == [] and snap["sessions"] is None and snap["messages_in_per_s"] is None
 
 
 def test_http_response_guards_the_stats_with_the_admin_token() -> None:
-    server = _fake_server()
-    assert webui.http_response(server, "/api/stats")[0] == 401
-    assert webui.http_response(server, "/api/stats", {"Authorization": "Bearer nope"})[0] == 401
-    assert webui.http_response(server, "/api/stats", {"Authorization": "Bearer tok"})[0] == 200
-    assert webui.http_response(server, "/api/stats?token=tok")[0] == 200
-    assert webui.http_response(_fake_server(None), "/api/stats?token=tok")[0] == 403
-    assert webui.http_response(server, "/monitor")[0] == 200
-    assert webui.http_response(server, "/ws") is None
+    pages = webui.WebUI(_source(), admin_token="tok")
+    assert pages("/api/stats")[0] == 401
+    assert pages("/api/stats", {"Authorization": "Bearer nope"})[0] == 401
+    assert pages("/api/stats", {"Authorization": "Bearer tok"})[0] == 200
+    assert pages("/api/stats?token=tok")[0] == 200
+    assert webui.WebUI(_source(), admin_token=None)("/api/stats?token=tok")[0] == 403
+    assert pages("/monitor")[0] == 200
+    assert pages("/ws") is None

@@ -16,28 +16,25 @@ import pytest
 
 from gameserver.app import GameServer
 from gameserver.cluster.local import LocalBackend, LocalHub
-from gameserver.config import build_config
 from shared.client import GameClient
+from tests.support import FAST_RULES, SECRET, server_config
 
-SECRET = "s3cret-s3cret-s3cret"
 MOBS = [{"id": i, "kind": "slime", "x": 100.0 + 5 * i, "y": 100.0, "hp": 30, "xp": 7} for i in range(1, 4)]
 
 pytestmark = pytest.mark.timeout(60)
 
 
 def node_config(name: str, store_url: str, redis_url: str | None, prefix: str) -> Any:
-    return build_config({
-        "host": "127.0.0.1", "port": 0, "log_level": "WARNING",
-        "auth": {"token_secret": "cluster-token-secret-0123456789", "grace_seconds": 3.0, "scrypt_n": 16},
-        "game": {"tick_rate": 50.0,
-                 "rules": {"attack_cooldown": 0.0, "respawn_seconds": 0.05, "dmg_min": 10, "dmg_max": 10}},
-        "rooms": [{"name": "town"}, {"name": "arena", "width": 200.0, "height": 200.0, "mobs": MOBS},
-                  {"name": "field"}],
-        "store": {"url": store_url},
-        "persist": {"flush_interval": 0.2},
-        "cluster": {"node_id": name, "redis_url": redis_url, "prefix": prefix, "lease_ttl": 2.0,
-                    "renew_interval": 0.5, "handoff_timeout": 2.0},
-    })
+    return server_config(
+        auth={"grace_seconds": 3.0},
+        game={"tick_rate": 50.0, "rules": FAST_RULES},
+        rooms=[{"name": "town"}, {"name": "arena", "width": 200.0, "height": 200.0, "mobs": MOBS},
+               {"name": "field"}],
+        store={"url": store_url},
+        persist={"flush_interval": 0.2},
+        cluster={"node_id": name, "redis_url": redis_url, "prefix": prefix, "lease_ttl": 2.0,
+                 "renew_interval": 0.5, "handoff_timeout": 2.0},
+    )
 
 
 @pytest.fixture(params=["local", "redis"])
@@ -51,7 +48,7 @@ async def nodes(request: pytest.FixtureRequest, prefix: str) -> AsyncIterator[tu
             servers.append(GameServer(node_config(name, "memory://", None, prefix), store=store,
                                       cluster=LocalBackend(hub)))
     else:
-        redis_server = request.getfixturevalue("redis_server")
+        redis_server = request.getfixturevalue("redis_single")
         for name in ("A", "B"):
             servers.append(GameServer(node_config(name, redis_server.url(), redis_server.url(), prefix)))
     for s in servers:

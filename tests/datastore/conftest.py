@@ -1,16 +1,16 @@
 """Fixtures for the datastore tests: every API test runs on every backend.
 
-``store`` yields an open store for each name in ``BACKENDS``: memory, file, and Redis (one
-``redis-server`` and one 3-master cluster, started once per test run on free loopback ports by
-``tests/redis_servers.py`` and flushed before each test; skipped with a loud reason when redis-server is
-not installed). After the test the store's invariants are checked (``verify``) when
-the backend has a checker, then it is closed. ``store_url`` / ``open_file_store`` serve reopen tests.
+``store`` yields an open store for each name in ``BACKENDS``: memory, file, and Redis (the session's one
+server and 3-master cluster of ``tests/conftest.py``, and a 3-master cluster with one replica each used
+with ``replicas=1``, all flushed before each test). After the test the store's invariants are checked
+(``verify``) when the backend has a checker, then it is closed. ``store_url`` / ``open_file_store`` serve
+reopen tests.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,39 +19,48 @@ import pytest
 from datastore import fileio, open_store
 from tests import redis_servers
 
-BACKENDS = ["memory", "file", "redis", "redis-cluster"]
-REDIS_URLS: dict[str, str] = {}  # filled by the session-scoped server fixtures below
+BACKENDS = ["memory", "file", "redis", "redis-cluster", "redis-cluster-replicas"]
+REDIS_URLS: dict[str, str] = {}  # filled by redis_servers_of() from the session's servers
 URLS: dict[str, Callable[[Path], str]] = {
     "memory": lambda tmp: "memory://?sweep_interval=0.05",
     "file": lambda tmp: f"file://{tmp}/db?durability=fsync&sweep_interval=0.05",
     "redis": lambda tmp: REDIS_URLS["redis"],
     "redis-cluster": lambda tmp: REDIS_URLS["redis-cluster"],
+    "redis-cluster-replicas": lambda tmp: REDIS_URLS["redis-cluster-replicas"],
 }
-REDIS_FIXTURES = {"redis": "redis_single", "redis-cluster": "redis_cluster"}
+REDIS_FIXTURES = {"redis": "redis_single", "redis-cluster": "redis_cluster"}  # what test_redis_specific uses
+ALL_REDIS_FIXTURES = {**REDIS_FIXTURES, "redis-cluster-replicas": "redis_cluster_replicated"}
+REDIS_QUERIES = {
+    "redis": "socket_timeout=10",
+    "redis-cluster": "socket_timeout=10",
+    "redis-cluster-replicas": "socket_timeout=10&replicas=1&replica_timeout=5",
+}
+REPLICATED_NODE_TIMEOUT_MS = 1000
 
 
 @pytest.fixture(scope="session")
-def redis_single(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """One redis-server for the whole run (skipped, with the reason, when redis-server is missing)."""
+def redis_cluster_replicated(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[redis_servers.RedisClusterServers]:
+    """3 masters with one replica each, for the whole run: the conformance suite with ``replicas=1``.
+
+    Nothing kills or pauses its nodes (the failover tests build their own cluster).
+    """
     reason = redis_servers.redis_missing()
     if reason:
         pytest.skip(reason)
-    server = redis_servers.start_server(tmp_path_factory.mktemp("redis"))
-    REDIS_URLS["redis"] = server.url(query="socket_timeout=10")
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="session")
-def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """One 3-master Redis Cluster for the whole run (~2 s to create)."""
-    reason = redis_servers.redis_missing()
-    if reason:
-        pytest.skip(reason)
-    cluster = redis_servers.start_cluster(tmp_path_factory.mktemp("redis-cluster"))
-    REDIS_URLS["redis-cluster"] = cluster.url(query="socket_timeout=10")
+    cluster = redis_servers.start_cluster(tmp_path_factory.mktemp("redis-replicated"), masters=3, replicas=1,
+                                          node_timeout_ms=REPLICATED_NODE_TIMEOUT_MS)
     yield cluster
     cluster.stop()
+
+
+def redis_servers_of(request: pytest.FixtureRequest, kind: str) -> Any:
+    """The session's server(s) of Redis backend ``kind``, emptied for this test."""
+    servers = request.getfixturevalue(ALL_REDIS_FIXTURES[kind])
+    servers.flush()
+    REDIS_URLS[kind] = servers.url(query=REDIS_QUERIES[kind])
+    return servers
 
 
 async def check_and_close(store: Any) -> None:
@@ -72,8 +81,8 @@ def _no_leftover_faults() -> Any:
 
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
-    if request.param in REDIS_FIXTURES:  # start the server once, empty it for this test
-        request.getfixturevalue(REDIS_FIXTURES[request.param]).flush()
+    if request.param in ALL_REDIS_FIXTURES:  # started once per run, emptied for this test
+        redis_servers_of(request, request.param)
     return request.param
 
 

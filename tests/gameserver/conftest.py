@@ -1,6 +1,6 @@
 """Fixtures for gameserver tests: an in-process server on a free port with a real ``file://`` datastore
-in ``tmp_path``, small limits so tests run fast, and a raw websocket client that validates every server
-message against the ``shared`` models."""
+in ``tmp_path`` (``tests.support.config_dict`` plus a small world), small limits so tests run fast, and a
+raw websocket client that validates every server message against the ``shared`` models."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from websockets.exceptions import ConnectionClosed
 from gameserver.app import GameServer
 from gameserver.config import ServerConfig, build_config, deep_merge
 from shared.codec import decode_server
+from tests.support import FAST_RULES, SECRET, config_dict
 
-SECRET = "s3cret-s3cret-s3cret"
 TIMEOUT = 5.0
 
 # A small world: town, and an arena whose weak mobs sit right next to its centre (the spawn point).
@@ -31,21 +31,18 @@ ARENA_MOBS = [
 
 
 def base_config(tmp_path: Path) -> dict[str, Any]:
-    return {
-        "host": "127.0.0.1",
-        "port": 0,
-        "log_level": "DEBUG",
-        "limits": {"idle_timeout": 5.0, "close_timeout": 1.0},
-        "auth": {"token_secret": "test-token-secret-0123456789", "grace_seconds": 1.0, "scrypt_n": 16},
-        "game": {"tick_rate": 50.0,
-                 "rules": {"attack_cooldown": 0.0, "respawn_seconds": 0.05, "dmg_min": 10, "dmg_max": 10}},
-        "rooms": [
+    return config_dict(
+        tmp_path / "data",
+        log_level="DEBUG",
+        limits={"idle_timeout": 5.0, "close_timeout": 1.0},
+        auth={"grace_seconds": 1.0},
+        game={"tick_rate": 50.0, "rules": FAST_RULES},
+        rooms=[
             {"name": "town", "width": 1000.0, "height": 1000.0},
             {"name": "arena", "width": 200.0, "height": 200.0, "mobs": ARENA_MOBS},
         ],
-        "store": {"data_dir": str(tmp_path / "data"), "durability": "flush"},
-        "persist": {"flush_interval": 0.2},
-    }
+        persist={"flush_interval": 0.2},
+    )
 
 
 @pytest.fixture

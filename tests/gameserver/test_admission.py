@@ -15,6 +15,7 @@ import pytest
 from gameserver.admission import Admission, LoginQueue, LoopLoad, Refused, loop_lag
 from gameserver.auth import lower_thread_priority
 from gameserver.config import build_config
+from gameserver.errors import wire_error
 from gameserver.metrics import Metrics
 from shared.client import GameClient, ServerError
 
@@ -63,8 +64,8 @@ async def test_queue_past_its_bound_refuses_busy_with_the_expected_drain_time() 
     with pytest.raises(Refused) as info:
         await queue.run(hold.wait)
     assert info.value.code == "busy" and info.value.retry_after == pytest.approx(3.0)   # 2 waiting x 1.5 s
-    assert info.value.body(7) == {"t": "error", "code": "busy", "message": info.value.message,
-                                  "retry_after": 3.0, "rid": 7}
+    assert wire_error(info.value, 7) == {"t": "error", "code": "busy", "message": info.value.message,
+                                         "retry_after": 3.0, "rid": 7}
     hold.set()
     await asyncio.gather(*tasks)
 

@@ -61,10 +61,13 @@ async def test_oversized_frame_gets_bye_too_large_then_close(server, clients):
 
 async def test_frame_over_the_hard_cap_is_refused_by_the_websocket_layer(server, clients):
     c: Raw = await clients(server)
-    with pytest.raises(ConnectionClosed):
+    with pytest.raises(ConnectionClosed) as info:
         await c.ws.send(b"\x00" * (2 * 1024 * 1024))
         await c.recv()
-    assert c.ws.close_code == 1009 or c.ws.close_code is None
+    # the server read the frame header, refused it and said why: close 1009 naming its cap
+    assert info.value.rcvd is not None and info.value.rcvd.code == 1009, info.value
+    assert "exceeds limit of 1048576 bytes" in info.value.rcvd.reason
+    assert c.ws.close_code == 1009
     await _bystander_ok(server, clients)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gameserver.game.grid import Grid
+from gameserver.rooms.grid import Grid
 
 
 def test_cells_cover_the_room_including_the_far_edges() -> None:

@@ -134,11 +134,11 @@ async def test_rate_limited_error_and_internal_error(start_server, clients):
     assert (await c2.request({"t": "ping"}))["t"] == "pong"
 
 
-async def _boom(server, link, msg):
+async def _boom(link, msg):
     raise RuntimeError("kaboom")
 
 
-async def _pong_ok(server, link, msg):
+async def _pong_ok(link, msg):
     link.send({"t": "pong", "ts": 1.0, "rid": msg.rid})
 
 

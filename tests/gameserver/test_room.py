@@ -236,7 +236,10 @@ def test_players_of_one_cell_share_one_delivery_object() -> None:
     shared = next(d for d in deliveries if a in d.pids)
     assert sorted(shared.pids) == [a, b, c]
     assert shared.body == {"moved": [[mover, 310, 300]]}
-    assert by_pid(deliveries)[mover] is not shared.body or mover in shared.pids
+    # the mover's cell is another group: its own delivery object (same news), and nobody gets two
+    own = next(d for d in deliveries if mover in d.pids)
+    assert own is not shared and own.pids == [mover] and own.body == {"moved": [[mover, 310, 300]]}
+    assert sorted(by_pid(deliveries)) == sorted([a, b, c, mover])
 
 
 def test_join_is_seen_by_neighbours_only_and_the_joiner_is_not_told_twice() -> None:

@@ -7,6 +7,7 @@ import msgpack
 from gameserver.app import GameServer
 from gameserver.characters import Character
 from gameserver.session import Link, Session
+from shared import messages as m
 
 
 class RecordingSink:
@@ -58,9 +59,9 @@ async def test_chats_of_a_tick_and_the_tick_go_out_in_one_write_per_receiver(mak
         sink = RecordingSink(backed)
         link = Link(sink, server.config.limits, server.metrics, 0.0)
         link.binary = True
-        session = Session(f"s{i}", Character(name=f"p{i}", secret="x"))
+        session = Session(f"s{i}", Character(name=f"p{i}", secret="x", room="arena", x=100.0 + i, y=100.0))
         session.link, link.session = link, session
-        runner.submit("join", session, (100.0 + i, 100.0))
+        runner.submit("join", session, True)
         sessions.append((session, sink))
     runner.tick(1.0)
     for _s, sink in sessions:
@@ -70,7 +71,7 @@ async def test_chats_of_a_tick_and_the_tick_go_out_in_one_write_per_receiver(mak
         backed_link.out.pop()
 
     alice = sessions[0][0]
-    runner.submit("move", alice, (110.0, 100.0))
+    runner.submit("message", alice, ("move", m.Move(x=110.0, y=100.0)))
     runner.submit("chat", alice, "one")
     runner.submit("chat", alice, "two")
     runner.tick(1.1)
@@ -85,5 +86,5 @@ async def test_chats_of_a_tick_and_the_tick_go_out_in_one_write_per_receiver(mak
     assert [msgpack.unpackb(q)["text"] for q in queued[:2]] == ["one", "two"]
     assert isinstance(queued[2], dict) and queued[2]["t"] == "tick"
 
-    server.runners["arena"].broadcast_reliable({"t": "level_up", "name": "p0", "level": 2})
+    server.runners["arena"].announce({"t": "level_up", "name": "p0", "level": 2})
     assert frames_of(sessions[0][1].writes[-1]) == [{"t": "level_up", "name": "p0", "level": 2}]

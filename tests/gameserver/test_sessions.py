@@ -53,7 +53,7 @@ async def test_resume_after_dropped_connection_same_session_room_and_place(serve
     a.ws.transport.abort()   # drop, no close handshake
     await asyncio.sleep(0.2)
     assert server.registry.get(welcome["session"]) is not None          # kept during the grace period
-    assert len(server.runners["arena"].by_pid) == 2                       # still in the room
+    assert len(server.runners["arena"].members) == 2                       # still in the room
     b: Raw = await clients(server)
     w2 = await b.request({"t": "resume", "token": welcome["token"]})
     assert w2["t"] == "welcome" and w2["session"] == welcome["session"] and w2["rid"] == b.rid
@@ -85,7 +85,7 @@ async def test_second_login_replaces_first_session(server, clients):
     got = await a.closed()
     assert got[-1] == {"t": "bye", "reason": "replaced"}
     assert len(server.registry) == 1
-    assert len(server.runners["town"].by_pid) == 1
+    assert len(server.runners["town"].members) == 1
 
 
 async def test_session_ends_after_grace_and_token_no_longer_resumes(start_server, clients):
@@ -95,7 +95,7 @@ async def test_session_ends_after_grace_and_token_no_longer_resumes(start_server
     await a.close()
     await asyncio.sleep(0.6)
     assert server.registry.get(welcome["session"]) is None
-    assert len(server.runners["town"].by_pid) == 0
+    assert len(server.runners["town"].members) == 0
     b: Raw = await clients(server)
     reply = await b.request({"t": "resume", "token": welcome["token"]})
     assert reply["code"] == "bad_token"

@@ -13,7 +13,6 @@ import json
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,9 +24,11 @@ from typing import Any
 import psutil
 import pytest
 
+from gameserver.config import deep_merge
+from loadtest.procs import free_port
+from tests.support import config_dict, to_toml
+
 FULL = os.environ.get("RELIABILITY_SCALE", "ci").lower() == "full"
-SECRET = "reliability-secret-0123456789"
-TOKEN_SECRET = "reliability-token-secret-0123456789"
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -39,12 +40,6 @@ def sized(env: str, ci: int, full: int) -> int:
     return full if FULL else ci
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return 0.0
@@ -53,60 +48,10 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[k]
 
 
-# ------------------------------------------------------------------------------------------ TOML out
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
-    raise TypeError(f"cannot write {type(value).__name__} to TOML")
-
-
-def to_toml(data: dict[str, Any]) -> str:
-    """Enough TOML for server configs: scalars, tables, arrays of tables (``rooms``)."""
-    lines: list[str] = []
-
-    def table(prefix: str, node: dict[str, Any]) -> None:
-        scalars = {k: v for k, v in node.items() if not isinstance(v, dict)
-                   and not (isinstance(v, list) and v and isinstance(v[0], dict))}
-        if prefix:
-            lines.append(f"[{prefix}]")
-        lines.extend(f"{k} = {_toml_value(v)}" for k, v in scalars.items())
-        for k, v in node.items():
-            name = f"{prefix}.{k}" if prefix else k
-            if isinstance(v, dict):
-                table(name, v)
-            elif isinstance(v, list) and v and isinstance(v[0], dict):
-                for item in v:
-                    lines.append(f"[[{name}]]")
-                    lines.extend(f"{ik} = {_toml_value(iv)}" for ik, iv in item.items())
-
-    table("", data)
-    return "\n".join(lines) + "\n"
-
-
 def server_config(**sections: Any) -> dict[str, Any]:
-    """Base config of a subprocess server: quiet logs, cheap scrypt, fixed token secret, 20 Hz ticks."""
-    base: dict[str, Any] = {
-        "host": "127.0.0.1",
-        "log_level": "WARNING",
-        "use_uvloop": False,
-        "auth": {"token_secret": TOKEN_SECRET, "scrypt_n": 16, "grace_seconds": 10.0},
-        "game": {"tick_rate": 20.0},
-    }
-    for key, value in sections.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            base[key] = {**base[key], **value}
-        else:
-            base[key] = value
-    return base
+    """Config of a subprocess server (``tests.support.config_dict``, 20 Hz ticks, 10 s grace); written
+    as TOML by ``ServerProcess``."""
+    return deep_merge(config_dict(auth={"grace_seconds": 10.0}, game={"tick_rate": 20.0}), sections)
 
 
 # --------------------------------------------------------------------------------- server subprocess

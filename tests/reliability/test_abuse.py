@@ -22,8 +22,9 @@ from typing import Any
 import pytest
 
 from shared.client import GameClient
+from tests.support import SECRET
 
-from .conftest import REPO, SECRET, percentile, server_config, sized
+from .conftest import REPO, percentile, server_config, sized
 
 SCALE = sized("RELIABILITY_ABUSE", 1, 4)
 HONEST = 20

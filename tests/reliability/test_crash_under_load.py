@@ -33,8 +33,9 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from datastore import Key, open_store
 from shared.client import ConnectionLost, GameClient, ServerError
+from tests.support import SECRET
 
-from .conftest import SECRET, ServerProcess, server_config, sized
+from .conftest import ServerProcess, server_config, sized
 
 BOTS = sized("RELIABILITY_BOTS", 60, 300)
 KILLS = sized("RELIABILITY_KILLS", 5, 5)
@@ -241,6 +242,8 @@ async def test_sigkill_under_load_loses_no_acknowledged_xp_and_applies_no_grant_
         if bot.welcome_regressions:
             problems.append(f"{bot.name}: welcome after restart below acked xp {bot.welcome_regressions}")
         unacked = len(grants) - len(bot.acked)
+        if unacked < 0:
+            problems.append(f"{bot.name}: {len(bot.acked)} grants acknowledged, only {len(grants)} stored")
         total_acked += len(bot.acked)
         total_stored += len(grants)
         total_unacked += unacked
@@ -264,5 +267,6 @@ async def test_sigkill_under_load_loses_no_acknowledged_xp_and_applies_no_grant_
     assert total_acked > BOTS                       # the bots really played
     # nearly every bot got XP (with 300 bots on 64 mobs a few can lose every race for a kill)
     assert sum(1 for b in bots if b.acked) >= 0.9 * len(bots)
-    assert total_unacked >= 0 and max_unacked <= 4 * (KILLS + 1)
+    # a grant stored but never acknowledged was in flight at a kill: a few per character at most
+    assert max_unacked <= 4 * (KILLS + 1), max_unacked
     assert not result["server"].log_errors(), result["server"].log_errors()[:5]

@@ -25,8 +25,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from shared.codec import decode_server
+from tests.support import SECRET
 
-from .conftest import SECRET, server_config, sized
+from .conftest import server_config, sized
 from .fuzzframes import FrameFuzzer
 
 FRAMES = sized("RELIABILITY_FUZZ_FRAMES", 20_000, 100_000)

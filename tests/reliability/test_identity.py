@@ -16,22 +16,16 @@ from typing import Any
 import pytest
 
 from gameserver.app import GameServer
-from gameserver.config import build_config
 from gameserver.tokens import TokenSigner
 from shared.client import GameClient, ServerError
-
-from .conftest import SECRET, TOKEN_SECRET
+from tests.support import SECRET, server_config
 
 OTHER_SECRET = "another-secret-of-player-b"
 
 
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[GameServer]:
-    config = build_config({
-        "host": "127.0.0.1", "port": 0, "log_level": "WARNING", "use_uvloop": False,
-        "auth": {"token_secret": TOKEN_SECRET, "scrypt_n": 16, "grace_seconds": 0.5, "token_ttl": 1.5},
-        "store": {"data_dir": str(tmp_path / "data"), "durability": "flush"},
-    })
+    config = server_config(tmp_path / "data", auth={"grace_seconds": 0.5, "token_ttl": 1.5})
     srv = GameServer(config)
     await srv.start()
     yield srv

@@ -150,10 +150,14 @@ def test_invalid_rid_is_not_echoed(rid) -> None:
 def test_error_message_is_bounded() -> None:
     frame = mp({"t": "tick", "rid": 1})  # unknown type for clients: short message
     assert len(error_of(frame).message) < 100
-    many = {"t": "login", "name": 1, "secret": 2, "rid": "x"}
-    err = error_of(mp(many))
-    assert "more" in err.message or err.message.count(";") <= 3
-    assert len(err.message) <= 300
+    three = error_of(mp({"t": "login", "name": 1, "secret": 2, "rid": "x"})).message
+    assert three.count(";") == 2 and "more" not in three            # up to 3 problems: each one named
+    with pytest.raises(ProtocolError) as info:                        # 5 problems: 3 named, the rest counted
+        decode_server(mp({"t": "welcome", "session": 1, "token": 2, "character": 3, "tick_rate": "x",
+                          "protocol": "y"}), validate=True)
+    many = info.value.message
+    assert many.startswith("session: ") and many.endswith("; and 2 more") and many.count(";") == 3
+    assert len(many) <= 300
 
 
 def test_extra_fields_ignored_by_codec() -> None:

@@ -2,7 +2,7 @@
 
 Cells are integers (`row * cols + col`) so they hash fast and can key plain dicts. Positions on the far edge
 of the room (`x == width`) belong to the last column. The grid only indexes membership; deciding who needs to
-hear about what is the job of `gameserver.game.aoi`.
+hear about what is the job of `gameserver.rooms.aoi`.
 """
 
 from __future__ import annotations
