@@ -10,7 +10,9 @@ import pytest
 from shared.codec import decode_client, decode_server, encode, encode_raw
 from shared.messages import CLIENT_TYPES, SERVER_TYPES
 
-from .examples import EXAMPLES
+from gameserver.seqwire import with_seq
+
+from .examples import EXAMPLES, SEQ_OF
 from .make_golden import GOLDEN_DIR, golden_files
 
 NAMES = sorted(EXAMPLES)
@@ -58,3 +60,14 @@ def test_every_message_type_has_a_fixture_in_its_direction() -> None:
     server = {m.t for n, m in EXAMPLES.items() if n.startswith("s2c_")}
     assert client == set(CLIENT_TYPES)
     assert server == set(SERVER_TYPES)
+
+
+@pytest.mark.parametrize("name", sorted(SEQ_OF))
+def test_numbered_fixtures_are_the_v1_bytes_with_seq_spliced_in(name: str) -> None:
+    """What the server sends: the v1 message encoded once, ``seq`` spliced in (gameserver.seqwire)."""
+    seq = SEQ_OF[name]
+    for ext in ("msgpack", "json"):
+        v1, numbered = (GOLDEN_DIR / f"{name}.{ext}").read_bytes(), (GOLDEN_DIR / f"{name}_seq.{ext}").read_bytes()
+        frame = v1 if ext == "msgpack" else v1.decode()
+        spliced = with_seq(frame, seq)
+        assert (spliced if isinstance(spliced, bytes) else spliced.encode()) == numbered
