@@ -125,7 +125,7 @@ def test_a_raising_handler_answers_internal_and_the_tick_goes_on():
     errors = [m for m in msgs if m["t"] == "error"]
     assert errors == [{"t": "error", "code": "internal", "message": "internal server error", "rid": 9,
                        "seq": 1}]
-    assert {"t": "ok", "n": 4, "rid": 10, "seq": 3} in msgs   # after its "stepped" and msgs[-1]["t"] == "tick"
+    assert {"t": "ok", "n": 4, "rid": 10, "seq": 3} in msgs and msgs[-1]["t"] == "tick"   # 2: its "stepped"
     assert metrics.room_errors.labels("probe", "step")._value.get() == 1
 
 
