@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -144,7 +145,7 @@ async def test_seeded_drops_and_resumes_of_50_clients_over_100_cycles_lose_nothi
         await asyncio.wait_for(asyncio.gather(*resumes), 20)
         await until(lambda: all(not c.closed for c in clients), 10, "every client back")
         await observer.chat("the end")
-        await until(lambda: all(r.texts()[-1:] == ["the end"] for r in readers), 15, "the last chat everywhere")
+        await until(lambda: all(r.texts()[-1:] == ["the end"] for r in readers), 15, "the end everywhere")
     finally:
         for r in [*readers]:
             await r.close()
@@ -159,9 +160,9 @@ async def test_seeded_drops_and_resumes_of_50_clients_over_100_cycles_lose_nothi
     for c, r in zip(clients, readers, strict=True):
         name = c.character.name if c.character else "?"
         seqs = [seq for seq, _ in r.chats]
-        jumps = sum(1 for x, y in zip(seqs, seqs[1:], strict=False) if y != x + 1)
+        jumps = sum(1 for x, y in pairwise(seqs) if y != x + 1)
         assert c.seq.duplicates == 0 and c.seq.gaps == 0, (name, c.seq.summary())
-        assert all(y > x for x, y in zip(seqs, seqs[1:], strict=False)), name
+        assert all(y > x for x, y in pairwise(seqs)), name
         assert jumps <= c.seq.unrecovered, (name, jumps, c.seq.summary())   # each gap announced
         texts = r.texts()
         assert len(set(texts)) == len(texts), name                          # nothing twice
