@@ -1,9 +1,9 @@
-"""Aerospike-style record store: embedded (log-structured, durable) or in memory; Redis later.
+"""Aerospike-style record store: embedded (log-structured, durable), in memory, or on Redis (Cluster).
 
 Public API::
 
     from datastore import open_store, Key, Record, ops
-    store = await open_store("file:///abs/dir?durability=fsync")   # or "memory://"
+    store = await open_store("file:///abs/dir?durability=fsync")   # or "memory://", "redis+cluster://..."
     gen = await store.put(Key("ns", "set", "id"), {"xp": 1})
 
 See ``docs/datastore.md``.
@@ -21,6 +21,7 @@ from .errors import (
     RecordExistsError,
     RecordNotFoundError,
     RecordTooBigError,
+    ReplicationTimeoutError,
     StorageError,
     StoreClosedError,
     StoreLockedError,
@@ -41,6 +42,7 @@ __all__ = [
     "RecordExistsError",
     "RecordNotFoundError",
     "RecordTooBigError",
+    "ReplicationTimeoutError",
     "StorageError",
     "Store",
     "StoreClosedError",

@@ -64,7 +64,7 @@ class Store(abc.ABC):
         expiry, and retries on conflict (the first retry at once, later ones after a capped, jittered
         backoff). Raises GenerationError after ``retries`` retries. ``fn`` may be a
         coroutine function; if it returns None nothing is written and the current record is returned
-        (RecordNotFoundError if there is none).
+        (RecordNotFoundError if there is none), once the backend confirmed it (``confirm_read``).
         """
         for attempt in range(retries + 1):
             self.cas_attempts += 1
@@ -72,11 +72,12 @@ class Store(abc.ABC):
             new = fn(rec.bins if rec is not None else {})
             if inspect.isawaitable(new):
                 new = await new
-            if new is None:
-                if rec is None:
-                    raise RecordNotFoundError(f"cas on absent {key!r}: fn returned None, nothing written")
-                return rec
             try:
+                if new is None:
+                    if rec is None:
+                        break
+                    await self.confirm_read(rec)
+                    return rec
                 if rec is None:
                     gen = await self.put(key, new, exists="create")
                     return Record(key, {k: v for k, v in new.items() if v is not None}, gen, None)
@@ -89,7 +90,19 @@ class Store(abc.ABC):
                     # connections, other nodes) spread out instead of colliding in lockstep.
                     delay = min(CAS_BACKOFF_CAP, CAS_BACKOFF_BASE * 2**attempt)
                     await asyncio.sleep(random.uniform(0, delay))
-        raise GenerationError(f"cas on {key!r} still conflicting after {retries} retries")
+        else:
+            raise GenerationError(f"cas on {key!r} still conflicting after {retries} retries")
+        raise RecordNotFoundError(f"cas on absent {key!r}: fn returned None, nothing written")
+
+    async def confirm_read(self, rec: Record) -> None:
+        """Called by ``cas`` when ``fn`` wrote nothing: make sure ``rec`` is as durable as an acknowledged
+        write would be, or raise GenerationError if the record changed since (``cas`` then retries).
+
+        A write reported in doubt and retried with the same idempotency id ends here (the id is already
+        in the record): the retry must not succeed before the record is confirmed. This default does
+        nothing (every record the backend shows is as durable as its writes).
+        """
+        return None
 
     def stats(self) -> dict[str, Any]:
         """Counters for metrics; backends add their own."""

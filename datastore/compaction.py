@@ -19,14 +19,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import fileio, frame
+from .engine_view import EngineView, Entry
 from .errors import StorageError
 from .logstore import Segment
-
-if TYPE_CHECKING:
-    from .engine import Engine, Entry
 
 log = logging.getLogger("datastore.compaction")
 
@@ -35,13 +33,13 @@ CHUNK_BYTES = 1 << 20
 MAX_INPUTS = 32
 
 
-def candidates(engine: Engine, force: bool = False) -> list[Segment]:
+def candidates(engine: EngineView, force: bool = False) -> list[Segment]:
     """Sealed, fully durable segments worth rewriting, oldest first."""
     lg = engine.log
     if lg is None:
         return []
     oldest = lg.segments[0]
-    threshold = engine.options.compact_threshold
+    threshold = engine.compact_threshold
     out = []
     for s in lg.durable_sealed():
         useful = s.live + (0 if s is oldest else s.tomb)  # the oldest segment's tombstones can all go
@@ -50,7 +48,7 @@ def candidates(engine: Engine, force: bool = False) -> list[Segment]:
     return out[:MAX_INPUTS]
 
 
-async def compact(engine: Engine, *, force: bool = False) -> dict[str, Any]:
+async def compact(engine: EngineView, *, force: bool = False) -> dict[str, Any]:
     """One compaction round; returns a report (``inputs``, ``output``, byte counts); no-op if none due."""
     lg = engine.log
     report: dict[str, Any] = {"inputs": [], "output": None, "bytes_before": 0, "bytes_after": 0}
@@ -84,11 +82,10 @@ async def compact(engine: Engine, *, force: bool = False) -> dict[str, Any]:
                 now = time.time()
                 for n, (off, size, f) in enumerate(frame.iter_frames(data), 1):
                     kind, ns, set_name, ukey, d, gen, exp, _ = f
-                    idx = engine.index.get(ns)
-                    e = idx.get(d) if idx is not None else None
+                    e = engine.entry(ns, d)
                     if e is not None and e.seg is s and e.off == off:
                         if e.exp is not None and e.exp <= now:
-                            engine._drop(ns, d, e)
+                            engine.expire(ns, d, e)
                             e = None
                         else:
                             moved.append((e, ns, d, out_size))
@@ -139,12 +136,7 @@ async def compact(engine: Engine, *, force: bool = False) -> dict[str, Any]:
         if out_size:
             lg.add_segment(out)
         for e, ns, d, new_off in moved:
-            idx = engine.index.get(ns)
-            if idx is not None and idx.get(d) is e:
-                e.seg.live -= e.size
-                e.seg = out
-                e.off = new_off
-                out.live += e.size
+            engine.relocate(ns, d, e, out, new_off)
         removed = []
         for s in cands:
             if s.live != 0:
@@ -159,7 +151,7 @@ async def compact(engine: Engine, *, force: bool = False) -> dict[str, Any]:
             await loop.run_in_executor(None, fileio.fsync_dir, lg.directory)
         except OSError as exc:
             log.error("compaction: directory fsync failed: %s", exc)
-        engine.counters["compactions"] += 1
+        engine.count_compaction()
         report.update(output=out.name if out_size else None, bytes_after=out_size, removed=removed)
         log.info("compacted %s into %s (%d -> %d bytes)", report["inputs"], out.name,
                  report["bytes_before"], out_size)

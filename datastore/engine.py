@@ -17,12 +17,13 @@ import heapq
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import fileio, frame, recovery
+from . import compaction, fileio, frame, recovery, verify
 from .base import Store
+from .engine_view import Entry
 from .errors import (
     GenerationError,
     InvalidKeyError,
@@ -69,25 +70,6 @@ class Options:
     compact_threshold: float = 0.5  # compact sealed segments whose live ratio is below this
 
 
-class Entry:
-    """Current version of one record. ``bins`` caches the decoded dict when every value is immutable
-    (None = not decoded yet, False = has lists/dicts: decode a fresh copy per read)."""
-
-    __slots__ = ("bins", "exp", "gen", "off", "packed", "seg", "set", "size", "ukey")
-
-    def __init__(self, set_name: str, ukey: Any, gen: int, exp: float | None, packed: bytes,
-                 bins: Any, seg: Segment, off: int, size: int) -> None:
-        self.set = set_name
-        self.ukey = ukey
-        self.gen = gen
-        self.exp = exp
-        self.packed = packed
-        self.bins = bins
-        self.seg = seg
-        self.off = off
-        self.size = size
-
-
 def _bins_copy(e: Entry) -> dict[str, Any]:
     """A bins dict the caller may mutate freely."""
     b = e.bins
@@ -121,6 +103,7 @@ class Engine(Store):
         self._tasks: list[asyncio.Task[None]] = []
         self.epoch = 0  # bumped when the index is rebuilt from disk (compaction aborts on change)
         self.compact_lock = asyncio.Lock()
+        self._view = _View(self)
         self.counters = dict.fromkeys(
             ("gets", "puts", "deletes", "operates", "scans", "expired", "compactions", "reloads"), 0
         )
@@ -239,16 +222,6 @@ class Engine(Store):
     @property
     def closed(self) -> bool:
         return self._closed
-
-    @property
-    def log(self) -> LogStore | None:
-        """The log store (None for memory://); used by compaction, verify and stats."""
-        return self._log
-
-    @property
-    def index(self) -> dict[str, dict[bytes, Entry]]:
-        """namespace -> digest -> Entry; for compaction and verify (do not mutate)."""
-        return self._ns
 
     # --- reads -------------------------------------------------------------------------------------
 
@@ -480,23 +453,24 @@ class Engine(Store):
                 await asyncio.sleep(0)
 
     async def _compact_loop(self) -> None:
-        from .compaction import compact
-
         while True:
             await asyncio.sleep(self.options.compact_interval)
             try:
-                await compact(self)
+                await compaction.compact(self._view)
             except Exception as exc:  # keep serving; the next round retries
                 log.error("background compaction failed: %s", exc)
 
     async def compact(self, *, force: bool = False) -> dict[str, Any]:
         """Compact sealed segments below the live-ratio threshold (every sealed segment with any dead
         byte when ``force``). Returns a report. Writes continue meanwhile."""
-        from .compaction import compact
-
         if self._closed:
             raise StoreClosedError("store is closed")
-        return await compact(self, force=force)
+        return await compaction.compact(self._view, force=force)
+
+    async def confirm_read(self, rec: Record) -> None:
+        """fsync durability: a reader may see a write before its group commit; wait for that commit."""
+        if self._sync:
+            await self._log.sync()  # type: ignore[union-attr]
 
     async def sync(self) -> None:
         """Make every write so far durable (whatever the durability mode)."""
@@ -505,11 +479,9 @@ class Engine(Store):
 
     async def verify(self) -> dict[str, Any]:
         """Check the index against the log (see ``datastore.verify``); returns a report with ``ok``."""
-        from .verify import verify
-
         if self._closed:
             raise StoreClosedError("store is closed")
-        return await verify(self)
+        return await verify.verify(self._view)
 
     def stats(self) -> dict[str, Any]:
         """Record counts, storage bytes and operation counters, for metrics."""
@@ -537,3 +509,62 @@ class Engine(Store):
         out.update(self.counters)
         out.update(super().stats())
         return out
+
+
+class _View:
+    """The ``EngineView`` the engine hands compaction and verify (see ``datastore.engine_view``)."""
+
+    __slots__ = ("_e",)
+
+    def __init__(self, engine: Engine) -> None:
+        self._e = engine
+
+    @property
+    def log(self) -> LogStore | None:
+        return self._e._log
+
+    @property
+    def closed(self) -> bool:
+        return self._e._closed
+
+    @property
+    def epoch(self) -> int:
+        return self._e.epoch
+
+    @property
+    def compact_lock(self) -> asyncio.Lock:
+        return self._e.compact_lock
+
+    @property
+    def compact_threshold(self) -> float:
+        return self._e.options.compact_threshold
+
+    def entry(self, namespace: str, digest: bytes) -> Entry | None:
+        idx = self._e._ns.get(namespace)
+        return None if idx is None else idx.get(digest)
+
+    def entries(self) -> Iterator[tuple[str, bytes, Entry]]:
+        for ns, idx in self._e._ns.items():
+            for d, e in idx.items():
+                yield ns, d, e
+
+    def partition_counts(self) -> list[int]:
+        return list(self._e._pcount)
+
+    def expire(self, namespace: str, digest: bytes, entry: Entry) -> None:
+        self._e._drop(namespace, digest, entry)
+
+    def relocate(self, namespace: str, digest: bytes, entry: Entry, seg: Segment, off: int) -> bool:
+        if self.entry(namespace, digest) is not entry:
+            return False
+        entry.seg.live -= entry.size
+        entry.seg = seg
+        entry.off = off
+        seg.live += entry.size
+        return True
+
+    def count_compaction(self) -> None:
+        self._e.counters["compactions"] += 1
+
+    async def sync(self) -> None:
+        await self._e.sync()

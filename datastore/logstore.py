@@ -95,7 +95,11 @@ def list_segments(directory: str) -> list[Segment]:
     return found
 
 
-def _storage_error(action: str, exc: OSError) -> StorageError:
+def _storage_error(action: str, exc: OSError, *, in_doubt: bool = False) -> StorageError:
+    """The error of a failed write: in doubt only when its bytes could not be cut off the file again."""
+    if in_doubt:
+        return StorageError(f"{action} failed: {exc}; the write was not acknowledged, but its bytes may "
+                            "still be in the log (the file could not be cut back)", in_doubt=True)
     return StorageError(f"{action} failed: {exc}; the write was not acknowledged")
 
 
@@ -167,7 +171,7 @@ class LogStore:
     def append(self, frame: bytes) -> tuple[Segment, int]:
         """Append one frame; returns (segment, offset). In flush mode the frame has reached the OS."""
         if self.failed is not None:
-            raise self.failed
+            raise StorageError(str(self.failed))  # this write did not happen: not in doubt
         seg = self.active
         if seg.size >= self.segment_bytes:
             seg = self._roll()
@@ -183,7 +187,7 @@ class LogStore:
                 fileio.write(seg.fd, frame)
             except OSError as exc:
                 self._undo_partial(seg, off)
-                raise _storage_error(f"writing {seg.name}", exc) from exc
+                raise _storage_error(f"writing {seg.name}", exc, in_doubt=self.failed is not None) from exc
             seg.size = off + len(frame)
             self._dirty.add(seg)
         else:
@@ -237,7 +241,7 @@ class LogStore:
             self._undo_partial(seg, seg.synced)
             seg.size = seg.synced
             log.error("memory-durability log write of %d bytes to %s failed: %s", len(data), seg.name, exc)
-            raise _storage_error(f"writing {seg.name}", exc) from exc
+            raise _storage_error(f"writing {seg.name}", exc, in_doubt=self.failed is not None) from exc
         seg.synced = seg.size
 
     # --- fsync mode: group commit ------------------------------------------------------------------
@@ -298,7 +302,6 @@ class LogStore:
     def _batch_failed(self, exc: OSError, fut: asyncio.Future[None] | None) -> None:
         """Fail this batch and the queued one, cut the files back to their durable size, notify the engine."""
         self.fsync_errors += 1
-        err = _storage_error("log write/fsync", exc)
         log.error("group commit failed, batch not acknowledged: %s", exc)
         self._buf = bytearray()
         self._sealed = []
@@ -307,6 +310,7 @@ class LogStore:
                 seg.size = seg.synced
                 if seg.fd >= 0:
                     self._undo_partial(seg, seg.synced)
+        err = _storage_error("log write/fsync", exc, in_doubt=self.failed is not None)
         for f in (fut, self._fut):
             if f is not None and not f.done():
                 f.set_exception(err)
@@ -375,6 +379,10 @@ class LogStore:
                 await asyncio.get_running_loop().run_in_executor(self._io, fileio.fsync, seg.fd)
             except OSError as exc:
                 raise _storage_error("fsync", exc) from exc
+
+    def all_synced(self) -> bool:
+        """True when every frame appended so far is written and fsynced (nothing buffered or pending)."""
+        return not self._buf and not self._sealed and all(s.size == s.synced for s in self.segments)
 
     def durable_sealed(self) -> list[Segment]:
         """Sealed segments whose every byte is on disk (candidates for compaction)."""

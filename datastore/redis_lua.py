@@ -19,7 +19,8 @@ nil (a nil would cut a Lua array or the list of values short). Numbers in it bec
 that must stay exact (int bin values, increments, generations) is sent as a decimal string, as before.
 
 Replies: ``put`` returns the new generation (an integer) on success; ``delete`` returns 1 (deleted) or 0
-(absent); ``operate`` returns ``{0, gen, exp_us or -1, [name, value]...}``. Failures are tables:
+(absent); ``confirm`` (``cas`` with replicas: the record read, replicated again unchanged) returns 1;
+``operate`` returns ``{0, gen, exp_us or -1, [name, value]...}``. Failures are tables:
 ``{1, current gen or -1}`` policy failure; ``{2, size}`` record too big; ``{3}`` operate on an absent record
 without an op that creates data; ``{4, what, bin, old value}`` bad op (``what``: ``type`` incr on a
 non-number, ``overflow``, ``list`` append to a non-list).
@@ -405,4 +406,15 @@ out[2] = gen; out[3] = exp or -1
 return out
 """
 
-SCRIPTS: dict[str, str] = {"put": PUT, "delete": DELETE, "operate": OPERATE}
+CONFIRM = PRELUDE + r"""
+-- ARGV[1] = generation read. Sets the generation field to its own value: the record does not change, but
+-- the write enters the replication stream after every earlier write of the record, so a WAIT after it
+-- confirms the replicas hold the record as read. Reply 1, or {1, gen or -1} when the record changed
+local k = KEYS[1]
+local gen = head(k)
+if gen ~= tonumber(ARGV[1]) then return {1, gen or -1} end
+redis.call('HSET', k, GEN, ARGV[1])
+return 1
+"""
+
+SCRIPTS: dict[str, str] = {"put": PUT, "delete": DELETE, "operate": OPERATE, "confirm": CONFIRM}

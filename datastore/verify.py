@@ -14,18 +14,16 @@ Records expiring during the check are ignored. Used by the tests after every sce
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import fileio, frame
+from .engine_view import EngineView
 from .keys import N_PARTITIONS, compute_digest, partition_of
-
-if TYPE_CHECKING:
-    from .engine import Engine
 
 MAX_PROBLEMS = 100
 
 
-async def verify(engine: Engine) -> dict[str, Any]:
+async def verify(engine: EngineView) -> dict[str, Any]:
     """Check the engine's invariants; returns {"ok", "records", "segments", "problems"}."""
     problems: list[str] = []
 
@@ -37,7 +35,7 @@ async def verify(engine: Engine) -> dict[str, Any]:
     if lg is not None:
         for _ in range(50):  # writers may slip in between the sync and our resumption
             await engine.sync()
-            if not lg._buf and not lg._sealed and all(s.size == s.synced for s in lg.segments):
+            if lg.all_synced():
                 break
     # from here on: no await, so the index cannot change under us
     now = time.time()
@@ -46,23 +44,22 @@ async def verify(engine: Engine) -> dict[str, Any]:
     seg_live: dict[int, int] = {}
     records = 0
     segs = {id(s): s for s in lg.segments} if lg is not None else {}
-    for ns, idx in engine.index.items():
-        for d, e in idx.items():
-            records += 1
-            pcount[partition_of(d)] += 1
-            seg_live[id(e.seg)] = seg_live.get(id(e.seg), 0) + e.size
-            if compute_digest(e.set, e.ukey) != d:
-                bad(f"{ns}/{e.set}/{e.ukey!r}: digest does not match the key")
-            try:
-                decoded = frame.unpack(e.packed)
-            except Exception as exc:
-                bad(f"{ns}/{e.set}/{e.ukey!r}: packed bins do not decode: {exc}")
-                continue
-            if e.bins and e.bins != decoded:
-                bad(f"{ns}/{e.set}/{e.ukey!r}: cached bins differ from packed bins")
-            if lg is not None and id(e.seg) not in segs:
-                bad(f"{ns}/{e.set}/{e.ukey!r}: points at {e.seg.name}, not a segment of the log")
-    if pcount != engine._pcount:
+    for ns, d, e in engine.entries():
+        records += 1
+        pcount[partition_of(d)] += 1
+        seg_live[id(e.seg)] = seg_live.get(id(e.seg), 0) + e.size
+        if compute_digest(e.set, e.ukey) != d:
+            bad(f"{ns}/{e.set}/{e.ukey!r}: digest does not match the key")
+        try:
+            decoded = frame.unpack(e.packed)
+        except Exception as exc:
+            bad(f"{ns}/{e.set}/{e.ukey!r}: packed bins do not decode: {exc}")
+            continue
+        if e.bins and e.bins != decoded:
+            bad(f"{ns}/{e.set}/{e.ukey!r}: cached bins differ from packed bins")
+        if lg is not None and id(e.seg) not in segs:
+            bad(f"{ns}/{e.set}/{e.ukey!r}: points at {e.seg.name}, not a segment of the log")
+    if pcount != engine.partition_counts():
         bad("per-partition record counts differ from the index")
     if lg is not None:
         for s in lg.segments:
@@ -73,7 +70,7 @@ async def verify(engine: Engine) -> dict[str, Any]:
             "segments": len(lg.segments) if lg is not None else 0, "problems": problems}
 
 
-def _check_against_disk(engine: Engine, now: float, margin: float, bad: Any) -> None:
+def _check_against_disk(engine: EngineView, now: float, margin: float, bad: Any) -> None:
     lg = engine.log
     assert lg is not None
     disk: dict[tuple[str, bytes], tuple[int, Any, bytes]] = {}
@@ -95,20 +92,19 @@ def _check_against_disk(engine: Engine, now: float, margin: float, bad: Any) -> 
                 disk.pop((ns, d), None)
         if end != len(data):
             bad(f"{s.name}: bad frame at offset {end}")
-    for ns, idx in engine.index.items():
-        for d, e in idx.items():
-            if e.exp is not None and e.exp <= margin:
-                disk.pop((ns, d), None)
-                continue
-            got = disk.pop((ns, d), None)
-            where = f"{ns}/{e.set}/{e.ukey!r}"
-            if got is None:
-                bad(f"{where}: in the index but not live in the log")
-            elif got != (e.gen, e.exp, e.packed):
-                bad(f"{where}: index has generation {e.gen}, log has {got[0]} (or bins/expiry differ)")
-            data = datas.get(id(e.seg))
-            if data is not None and frame.check_at(data, e.off, len(data)) != e.size:
-                bad(f"{where}: no valid frame of {e.size} bytes at {e.seg.name}:{e.off}")
+    for ns, d, e in engine.entries():
+        if e.exp is not None and e.exp <= margin:
+            disk.pop((ns, d), None)
+            continue
+        got = disk.pop((ns, d), None)
+        where = f"{ns}/{e.set}/{e.ukey!r}"
+        if got is None:
+            bad(f"{where}: in the index but not live in the log")
+        elif got != (e.gen, e.exp, e.packed):
+            bad(f"{where}: index has generation {e.gen}, log has {got[0]} (or bins/expiry differ)")
+        data = datas.get(id(e.seg))
+        if data is not None and frame.check_at(data, e.off, len(data)) != e.size:
+            bad(f"{where}: no valid frame of {e.size} bytes at {e.seg.name}:{e.off}")
     for (ns, _d), (gen, exp, _pb) in disk.items():
         if exp is None or exp > margin:
             bad(f"{ns}: a live record (generation {gen}) in the log is missing from the index")

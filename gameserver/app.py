@@ -65,6 +65,7 @@ class GameServer:
         self.ready = False   # set once start() has finished: rooms claimed, leaderboard loaded
         self._stopped = asyncio.Event()
         self._bg: set[asyncio.Task[Any]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
 
         search = [str(Path(config_path).resolve().parent)] if config_path else []
         events = _RoomEvents()
@@ -80,7 +81,7 @@ class GameServer:
         self.cluster.bind(self.sessions)
         self.grants = XpGrants(self.characters, config.persist, self.metrics, self.sessions.notify,
                                self.sessions.current_room)
-        events.grants, events.sessions = self.grants, self.sessions
+        events.grants, events.sessions, events.rooms = self.grants, self.sessions, self.rooms
         self.router = Router(self.sessions, self.rooms, self.metrics, config.limits,
                              top=lambda n: self.ranking.top(n), refresh=self._refresh)
         stats = StatsSource(self.metrics.registry, self._started_mono, self._room_stats,
@@ -102,6 +103,11 @@ class GameServer:
         self.characters.start_flusher()
         self.port = await self.transport.start(self.config.host, self.config.port)
         await self.cluster.start(self.port)   # alone: owns and starts every room; clustered: rooms on demand
+        assert self.cluster.backend is not None
+        self.rooms.seats = self.cluster.backend.seats
+        self.rooms.seat_ttl = self.cluster.seat_ttl
+        self.rooms.spawn = self._spawn_task
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_rooms())
         shared = self.cluster.backend.ranking if self.cluster.backend is not None else None
         if shared is not None:
             self.ranking = self.characters.shared_ranking = shared
@@ -119,6 +125,8 @@ class GameServer:
         self.stopping = True
         self.sessions.stopping = True
         event(log, "stopping", sessions=len(self.registry))
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         self.transport.stop_accepting()
         for link in list(self.transport.links):
             link.bye("shutdown")
@@ -126,6 +134,7 @@ class GameServer:
         await self.rooms.stop_all()
         await self.grants.drain(grace / 2)
         await self.sessions.stop()
+        self.rooms.dispose_all()
         if self._bg:
             await asyncio.wait(list(self._bg), timeout=grace / 2)
         await self.characters.stop_flusher()
@@ -144,11 +153,21 @@ class GameServer:
             "sessions": len(self.registry),
             "connections": len(self.transport.links),
             "rooms": {name: len(r.members) for name, r in self.runners.items()},
+            "instances": {kind: sum(r.kind == kind for r in self.runners.values()) for kind in self.rooms},
             "tick_lag": round(lag * 1000, 3),
             "tick_rate": self.config.game.tick_rate,
             "overruns": sum(r.overruns for r in self.runners.values()),
             "uptime": round(time.time() - self.started_at, 3),
         }
+
+    async def _sweep_rooms(self) -> None:
+        """Seats refreshed, idle instances disposed (``RoomHost.sweep``), once a second."""
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                await self.rooms.sweep(self.cluster.owned, self.cluster.give_up)
+            except Exception as exc:   # the store of seats may be down for a moment: next second
+                event(log, "room_sweep_failed", level=logging.WARNING, error=repr(exc))
 
     def _room_stats(self) -> list[tuple[str, dict[str, Any]]]:
         return [(name, runner.stats()) for name, runner in self.runners.items()]
@@ -174,9 +193,13 @@ class _RoomEvents:
 
     grants: XpGrants
     sessions: SessionManager
+    rooms: RoomHost
 
     def grant_xp(self, name: str, amount: int, reason: str, runner: RoomRunner) -> None:
         self.grants.start(name, amount, reason, runner)
 
     def player_left(self, session: Session) -> None:
         self.sessions.save_soon(session.character)
+
+    def seat_freed(self, session: Session, runner: RoomRunner) -> None:
+        self.rooms.release_seat(session, runner.name)

@@ -125,6 +125,8 @@ class RoomConfig(_Section):
     options: dict[str, Any] = Field(default_factory=dict)
     max_players: int | None = Field(None, ge=1, le=1_000_000)
     tick_rate: float | None = Field(None, gt=0, le=1000, description="None: the type's, else [game]")
+    idle_dispose: float = Field(30.0, ge=0, description="an empty instance other than the first is "
+                                "disposed after this many seconds (kept while a seat is held)")
     width: float = Field(1000.0, gt=0)
     height: float = Field(1000.0, gt=0)
     mobs: tuple[MobConfig, ...] = ()

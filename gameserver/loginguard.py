@@ -26,8 +26,8 @@ class LoginThrottled(Retry):
     """Refused without checking the secret: too many recent failures for this name."""
 
     def __init__(self, retry_after: float) -> None:
-        super().__init__("rate_limited", f"too many failed logins for this name, retry in {retry_after:.1f} s",
-                         retry_after)
+        message = f"too many failed logins for this name, retry in {retry_after:.1f} s"
+        super().__init__("rate_limited", message, retry_after)
 
 
 @dataclass

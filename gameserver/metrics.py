@@ -42,6 +42,8 @@ class Metrics:
         self.disconnects = Counter("gameserver_disconnects", "Closed connections by reason", ["reason"],
                                    registry=r)
         self.errors = Counter("gameserver_errors", "error replies by code", ["code"], registry=r)
+        self.room_instances = Gauge("gameserver_room_instances", "Instances of each room run by this node",
+                                    ["room"], registry=r)
         self.room_errors = Counter("gameserver_room_errors", "Exceptions raised by room code",
                                    ["room", "hook"], registry=r)
         self.replayed = Counter("gameserver_replayed_messages", "Messages replayed after a resume with seq",

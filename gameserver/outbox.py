@@ -20,7 +20,7 @@ import time
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
-from shared.codec import encode_raw
+from shared.codec import compact_tick, encode_raw
 
 from .replay import UNSEQUENCED, replay_frame
 from .seqwire import json_with_seq, msgpack_with_seq, with_seq
@@ -151,7 +151,8 @@ class Outbox:
         if ticks:
             stamp = time.time()
             for receivers, body in ticks:
-                encoded = _Encoded({"t": "tick", "n": n, "ts": stamp, **body})
+                plain = _Encoded({"t": "tick", "n": n, "ts": stamp, **body})
+                small: _Encoded | None = None   # the compact form, made for the first receiver asking
                 for session in receivers:
                     link = session.link
                     mine = owed.pop(session, None)
@@ -165,7 +166,12 @@ class Outbox:
                             self._queue(session, link, mine, binary, now)
                         link.queue_tick(body, n, stamp)
                         continue
-                    wire = encoded.wire(binary)
+                    if link.compact:
+                        if small is None:
+                            small = _Encoded(compact_tick(plain.body))
+                        wire = small.wire(binary)
+                    else:
+                        wire = plain.wire(binary)
                     sent += 1
                     sent_bytes += len(wire)
                     if mine:

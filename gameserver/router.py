@@ -90,6 +90,7 @@ class Router:
             "me": (self.on_me, True),
             "top": (self.on_top, True),
             "ping": (self.on_ping, False),
+            "rooms": (self.on_rooms, True),
         }
 
     def reply_error(self, link: Link | None, exc: BaseException, rid: int | None) -> None:
@@ -172,10 +173,12 @@ class Router:
 
     # -- session-layer handlers --------------------------------------------------------------------
     async def on_login(self, link: Link, msg: m.Login) -> None:
-        await self.sessions.login(link, msg.name, msg.secret, msg.rid)
+        link.compact = msg.tick_format == "compact"
+        await self.sessions.login(link, msg.name, msg.secret, msg.rid, msg.tick_format)
 
     async def on_resume(self, link: Link, msg: m.Resume) -> None:
-        await self.sessions.resume(link, msg.token, msg.rid, msg.seq)
+        link.compact = msg.tick_format == "compact"
+        await self.sessions.resume(link, msg.token, msg.rid, msg.tick_format, seq=msg.seq)
 
     async def on_join(self, link: Link, msg: m.Join) -> None:
         session = _session(link)
@@ -200,6 +203,11 @@ class Router:
 
     async def on_top(self, link: Link, msg: m.Top) -> None:
         _send(link, _with_rid({"t": "top", "entries": await self.top(msg.n)}, msg.rid))
+
+    async def on_rooms(self, link: Link, msg: m.Rooms) -> None:
+        if msg.room not in self.rooms.types:
+            raise RequestError("no_such_room", f"no room {msg.room!r}")
+        _send(link, _with_rid({"t": "rooms", "entries": await self.rooms.listing(msg.room)}, msg.rid))
 
     async def on_ping(self, link: Link, msg: m.Ping) -> None:
         link.send(_with_rid({"t": "pong", "ts": time.time()}, msg.rid))

@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from shared.codec import encode_raw
+from shared.codec import compact_tick, encode_raw
 
 from .errors import RoomBusy, wire_error
 from .logs import event
@@ -68,6 +68,7 @@ class Link:
         self.sink = sink
         self.metrics = metrics
         self.binary: bool | None = None   # decided by the first frame
+        self.compact = False               # ticks with integer positions in tenths (login tick_format)
         self.bucket = TokenBucket(limits.rate_per_sec, limits.rate_burst, now,
                                   kick_after=limits.rate_kick_after)
         self.out = OutQueue(limits.reliable_queue)
@@ -128,7 +129,7 @@ class Link:
                 if item is None:
                     break
                 if isinstance(item, dict):
-                    frame = self.encode(item)
+                    frame = self.encode(compact_tick(item) if self.compact else item)
                     self.metrics.msg_out("tick").inc()
                     self.metrics.bytes_out.inc(len(frame))
                     item = frame
@@ -187,7 +188,7 @@ class Session:
     """
 
     __slots__ = ("character", "deferred", "ended", "grace_task", "held", "id", "link", "pid", "placing",
-                 "placing_count", "replay", "runner", "target")
+                 "placing_count", "replay", "runner", "seats", "target")
 
     MAX_DEFERRED = 256   # inputs held back behind a pending join; the rate limit keeps this far away
 
@@ -207,6 +208,7 @@ class Session:
         self.placing: RoomRunner | None = None
         self.placing_count = 0
         self.deferred: deque[tuple[RoomRunner, str, Any, int | None]] = deque()
+        self.seats: set[str] = set()           # instances (of rooms with max_players) it holds a seat in
 
     @property
     def name(self) -> str:

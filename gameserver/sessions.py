@@ -29,6 +29,8 @@ import uuid
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
+from shared.messages import INSTANCE_SEP, instance_id, room_kind
+
 from .errors import BadToken, RequestError
 from .logs import event
 from .replay import ReplayBuffer
@@ -85,13 +87,15 @@ class SessionManager:
         if self.registry.by_name(name) is None:
             self.characters.release(name)
 
-    def _welcome(self, session: Session, rid: int | None,
+    def _welcome(self, session: Session, rid: int | None, tick_format: str | None = None,
                  recovery: dict[str, Any] | None = None) -> dict[str, Any]:
         body = {"t": "welcome", "session": session.id,
                 "token": self.signer.issue(session.id, session.name, time.time()),
                 "character": session.character.wire(), "tick_rate": float(self.config.game.tick_rate),
                 "protocol": 1}
-        if recovery:
+        if tick_format is not None:   # extension, only when asked: a v1 welcome stays byte for byte
+            body["tick_format"] = tick_format
+        if recovery:                  # extension, only for a resume with seq
             body.update(recovery)
         if rid is not None:
             body["rid"] = rid
@@ -101,23 +105,67 @@ class SessionManager:
         """``room`` if this server has it, else the start room (a room removed from the configuration)."""
         return room if room in self.rooms else self.start_room
 
+    async def _seat(self, session_id: str, room: str, *, exact: bool, current: RoomRunner | None = None,
+                    fallback: bool = False) -> str:
+        """The instance of ``room`` to put the session in, its seat taken (rooms with ``max_players``).
+
+        ``exact``: that instance or an error (``room_full``, ``no_such_room``); with ``fallback`` a full or
+        gone instance falls back to join-or-create of its room (a saved place). Otherwise join-or-create: a
+        session already in an instance of the room stays there.
+        """
+        found = self.rooms.resolve(room)
+        if found is None:
+            raise RequestError("no_such_room", f"no room {room!r}")
+        rt, number = found
+        seats = self.rooms.seats
+        if rt.max_players is None or seats is None:
+            return rt.name
+        ttl = self.rooms.seat_ttl
+        if exact:
+            taken = await seats.take_exact(rt.name, number, session_id, rt.max_players, ttl)
+            if taken == "ok":
+                return instance_id(rt.name, number)
+            if not fallback:
+                if taken == "full":
+                    raise RequestError("room_full", f"room {room} is full ({rt.max_players} players)")
+                raise RequestError("no_such_room", f"no room {room!r}")
+        elif current is not None and current.kind == rt.name:
+            return current.name
+        return instance_id(rt.name, await seats.take(rt.name, session_id, rt.max_players, ttl))
+
+    def _unseat(self, session_id: str, instance: str) -> None:
+        """Give back a seat taken for a placement that did not happen."""
+        found = self.rooms.resolve(instance)
+        seats = self.rooms.seats
+        if found is not None and found[0].max_players is not None and seats is not None:
+            self.spawn(seats.release(found[0].name, found[1], session_id))
+
+    def _saved_room(self, ch: Character) -> tuple[str, bool]:
+        """(room, exact) a character goes back to: its saved instance if the room is still configured."""
+        room = self._home(ch.room)
+        return room, INSTANCE_SEP in room
+
     def _gone(self, link: Link) -> bool:
         return link.closing or not link.sink.is_open or self.stopping
 
     # -- login / resume ------------------------------------------------------------------------------
-    async def login(self, link: Link, name: str, secret: str, rid: int | None) -> None:
+    async def login(self, link: Link, name: str, secret: str, rid: int | None,
+                    tick_format: str | None = None) -> None:
         ch = await self.characters.login(name, secret)
         session_id = uuid.uuid4().hex
-        elsewhere = None
         if self.cluster.enabled:
             if await self.cluster.claim_session(name, session_id, self.registry.by_name(name) is not None):
                 await self.characters.reload(ch)
-            elsewhere = await self.cluster.ensure_room(self._home(ch.room))
-            if elsewhere is not None:
-                await self.cluster.mark_in_transit(name, session_id)
-                # nothing was sent yet: the node it is sent to can say recovered: true to seq 0
-                await self.cluster.store_replay(session_id, self._new_replay().export(time.monotonic()))
+        saved, exact = self._saved_room(ch)
+        room = await self._seat(session_id, saved, exact=exact, fallback=True)
+        elsewhere = await self.cluster.ensure_room(room)
+        if elsewhere is not None:
+            await self.cluster.mark_in_transit(name, session_id, room if room != ch.room else "")
+            # nothing was sent yet: the node it is sent to can say recovered: true to seq 0
+            await self.cluster.store_replay(session_id, self._new_replay().export(time.monotonic()))
         if self._gone(link):
+            if elsewhere is None:
+                self._unseat(session_id, room)
             self._release_if_unused(name)
             return
         if elsewhere is not None:   # the character's room lives on another node: send the player there
@@ -143,12 +191,23 @@ class SessionManager:
         self.registry.add(session)
         self._count()
         event(log, "login", name=name, session=session.id)
-        link.send(self._welcome(session, rid))
-        runner = self.rooms.get(self._home(ch.room))
-        assert runner is not None
-        session.submit(runner, "join", True, None)
+        link.send(self._welcome(session, rid, tick_format))
+        self._enter(session, room, room == ch.room, None)
 
-    async def resume(self, link: Link, token: str, rid: int | None, seq: int | None = None) -> None:
+    def _enter(self, session: Session, room: str, returning: bool, rid: int | None) -> None:
+        """Queue the session's join of instance ``room`` (running here: ``ensure_room`` said so)."""
+        runner = self.rooms.get(room)
+        assert runner is not None and runner.running, room
+        if room != room_kind(room) or self.rooms.types[room_kind(room)].max_players is not None:
+            session.seats.add(room)
+        try:
+            session.submit(runner, "join", returning, rid)
+        except Exception:
+            self.rooms.release_seat(session, room)
+            raise
+
+    async def resume(self, link: Link, token: str, rid: int | None, tick_format: str | None = None,
+                     seq: int | None = None) -> None:
         """``seq``: the last one the client received (None: protocol v1, nothing is replayed)."""
         claims = self.signer.verify(token, time.time())
         session = self.registry.get(claims.session)
@@ -177,17 +236,31 @@ class SessionManager:
         session.link = link
         link.session = session
         event(log, "resume", name=session.name, session=session.id, seq=seq)
-        link.send(self._welcome(session, rid, self._recover(session, seq)))
+        link.send(self._welcome(session, rid, tick_format, self._recover(session, seq)))
         try:
-            if session.target is not None:
-                session.submit(session.target, "snapshot")
-            else:
-                runner = self.rooms.get(self._home(session.character.room))
-                assert runner is not None
-                session.submit(runner, "join", returning, None)
+            await self._place_resumed(session, link, returning)
         except BaseException:
-            session.release()   # no joined is coming: what was held goes out now, before the error
+            if session.link is link:
+                session.release()   # no joined is coming: what was held goes out now, before the error
             raise
+
+    async def _place_resumed(self, session: Session, link: Link, returning: bool) -> None:
+        """After the ``welcome`` of a resume: a fresh ``joined`` of the room the session is in, or a join of
+        its saved room (here, or a hand-off to the node that runs it)."""
+        if session.target is not None:
+            session.submit(session.target, "snapshot")
+            return
+        ch = session.character
+        saved, exact = self._saved_room(ch)
+        room = await self._seat(session.id, saved, exact=exact, fallback=True)
+        owner = await self.cluster.ensure_room(room)
+        if session.ended or session.link is not link:
+            self._unseat(session.id, room)
+            return
+        if owner is not None:
+            await self.hand_off(session, room=room, target=owner, rid=None)
+            return
+        self._enter(session, room, returning and room == ch.room, None)
 
     def _new_replay(self) -> ReplayBuffer:
         return ReplayBuffer(self.replay_limits)
@@ -226,9 +299,10 @@ class SessionManager:
         it enters its room at the spawn point (a redirected ``join``); None when ``link`` was redirected."""
         entry = await self.cluster.reclaim(claims)
         ch = await self.characters.adopt(name)
-        room = self._home(entry.room or ch.room)
-        pending = bool(entry.room) or room != ch.room
+        wanted = self._home(entry.room or ch.room)
         try:
+            room = await self._seat(claims.session, wanted, exact=INSTANCE_SEP in wanted, fallback=True)
+            pending = bool(entry.room) or room != ch.room
             target = await self.cluster.ensure_room(room)
         except BaseException:
             self._release_if_unused(name)
@@ -245,21 +319,28 @@ class SessionManager:
         replay = self._restore(await self.cluster.take_replay(claims.session))
         event(log, "adopted", node=self.cluster.node_id, name=name,
               session=claims.session, room=room, kept=len(replay), last=replay.last)
-        return Session(claims.session, ch, replay), not pending
+        session = Session(claims.session, ch, replay)
+        return session, not pending
 
     # -- rooms ----------------------------------------------------------------------------------------
     async def join(self, session: Session, room: str, rid: int | None) -> None:
-        """Route a ``join``: queue it here, or hand the session to the node that runs the room."""
-        runner = self.rooms.get(room)
-        if runner is None:
-            raise RequestError("no_such_room", f"no room {room!r}")
-        owner = await self.cluster.ensure_room(room)   # None: this node runs the room
+        """Route a ``join``: take a seat (join-or-create, or the exact instance ``NAME~n``), then queue the
+        join here or hand the session to the node that runs that instance."""
+        current = session.target or session.runner
+        instance = await self._seat(session.id, room, exact=INSTANCE_SEP in room, current=current)
+        try:
+            owner = await self.cluster.ensure_room(instance)   # None: this node runs the instance
+        except BaseException:
+            if current is None or current.name != instance:
+                self._unseat(session.id, instance)
+            raise
         if session.ended:
+            self._unseat(session.id, instance)
             return
         if owner is not None:
-            await self.hand_off(session, room=room, target=owner, rid=rid)
+            await self.hand_off(session, room=instance, target=owner, rid=rid)
             return
-        session.submit(runner, "join", False, rid)
+        self._enter(session, instance, False, rid)
 
     # -- detach / grace / end -------------------------------------------------------------------------
     async def link_closed(self, link: Link) -> None:
@@ -291,13 +372,19 @@ class SessionManager:
             old.link = None
             await self.end(old)
 
-    def _leave_rooms(self, session: Session) -> None:
+    def _leave_rooms(self, session: Session, keep_seats: bool = False) -> None:
+        """Out of every room of this node; seats are given back unless the session moves to another node
+        (``keep_seats``: it comes back to the same instance there; unused seats expire)."""
         if session.grace_task is not None:
             session.grace_task.cancel()
             session.grace_task = None
         if session.runner is not None:
-            session.runner.detach(session)
+            session.runner.detach(session, keep_seat=keep_seats)
         session.forget_inputs()
+        if keep_seats:
+            session.seats.clear()
+        for instance in list(session.seats):   # seats of joins that were queued, not applied
+            self.rooms.release_seat(session, instance)
 
     def replace(self, old: Session) -> None:
         """End ``old`` because its character logged in again (its socket, if any, gets bye replaced)."""
@@ -326,7 +413,8 @@ class SessionManager:
         """Move ``session`` off this node: detach, flush, mark in transit, then redirect or bye its socket."""
         link = session.link
         session.ended = True
-        self._leave_rooms(session)
+        here = session.runner.name if session.runner is not None else ""
+        self._leave_rooms(session, keep_seats=not room or room == here)   # back to the same instance
         self.registry.remove(session)
         self._count()
         if link is not None:

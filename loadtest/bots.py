@@ -33,6 +33,7 @@ from typing import Any
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from shared.client import ConnectionLost, GameClient, ServerError
+from shared.messages import room_kind
 
 log = logging.getLogger("loadtest.bots")
 
@@ -290,7 +291,8 @@ class Bot:
                     raise
                 self.stats.relogins += 1
                 await self._login(client)
-        if client.world.room != self.cfg.room:
+        here = client.world.room or ""
+        if self.cfg.room not in (here, room_kind(here)):   # in it, or in one of its instances
             await self._call(client.join(self.cfg.room))
         pos = client.world.position
         if pos is not None:

@@ -34,7 +34,7 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from . import messages as m
-from .codec import decode_server, encode_raw, parse_frame
+from .codec import COMPACT, COMPACT_SCALE, decode_server, encode_raw, parse_frame
 from .errors import ProtocolError
 from .seq import SeqTracker
 
@@ -134,13 +134,14 @@ class _Conn:
     """One socket and its reader; ``stale`` once replaced (its non-reply messages are dropped, and its
     numbered ones too: the resume on the new socket replays them); ``bye`` once the server said it."""
 
-    __slots__ = ("bye", "reader", "stale", "ws")
+    __slots__ = ("bye", "compact", "reader", "stale", "ws")
 
     def __init__(self, ws: ClientConnection) -> None:
         self.ws = ws
         self.reader: asyncio.Task[None] | None = None
         self.stale = False
         self.bye = False
+        self.compact = False   # the server confirmed compact ticks on this socket (welcome.tick_format)
 
     @property
     def dropped(self) -> bool:
@@ -179,6 +180,14 @@ class _Raw:
         return body
 
 
+def _expanded(tick: m.Tick) -> m.Tick:
+    """A compact tick with its positions back in units."""
+    scale = COMPACT_SCALE
+    return tick.model_copy(update={
+        "moved": [(pid, x / scale, y / scale) for pid, x, y in tick.moved],
+        "joined": [(pid, name, x / scale, y / scale) for pid, name, x, y in tick.joined]})
+
+
 def _decode(frame: bytes | str) -> Any:
     """A protocol model when the frame is one of v1's shapes, else ``m.Custom`` (a room type's own
     message, or its ``joined``). Raises ProtocolError for frames that are not a message at all."""
@@ -200,10 +209,11 @@ class GameClient:
     def __init__(
         self, url: str, *, binary: bool = True, follow_redirects: bool = True,
         timeout: float = DEFAULT_TIMEOUT, queue_size: int = DEFAULT_QUEUE_SIZE,
-        keepalive: float | None = DEFAULT_KEEPALIVE, auto_resume: bool = True,
-        resume_attempts: int = DEFAULT_RESUME_ATTEMPTS,
+        keepalive: float | None = DEFAULT_KEEPALIVE, tick_format: str | None = COMPACT,
+        auto_resume: bool = True, resume_attempts: int = DEFAULT_RESUME_ATTEMPTS,
     ) -> None:
         self.url = url
+        self.tick_format = tick_format   # "compact" (the default): a third of the tick bytes; None: v1
         self.auto_resume = auto_resume
         self.resume_attempts = resume_attempts
         self.seq = SeqTracker()  # last seq, replayed / gaps / duplicates counted
@@ -240,13 +250,16 @@ class GameClient:
         cls, url: str, *, binary: bool = True, follow_redirects: bool = True,
         timeout: float = DEFAULT_TIMEOUT,  # noqa: ASYNC109 (a client setting, applied per request)
         queue_size: int = DEFAULT_QUEUE_SIZE, keepalive: float | None = DEFAULT_KEEPALIVE,
-        auto_resume: bool = True, resume_attempts: int = DEFAULT_RESUME_ATTEMPTS,
+        tick_format: str | None = COMPACT, auto_resume: bool = True,
+        resume_attempts: int = DEFAULT_RESUME_ATTEMPTS,
     ) -> GameClient:
-        """Open the websocket (no login yet). ``binary`` picks msgpack frames, else JSON text;
-        ``auto_resume``: resume by itself after a drop (see the module docstring)."""
+        """Open the websocket (no login yet). ``binary`` picks msgpack frames, else JSON text.
+        ``tick_format``: ``"compact"`` asks for ticks with integer positions (expanded back to units
+        here, so ticks read the same either way); None keeps protocol v1's ticks. ``auto_resume``: resume
+        by itself after a drop (see the module docstring)."""
         client = cls(url, binary=binary, follow_redirects=follow_redirects, timeout=timeout,
-                     queue_size=queue_size, keepalive=keepalive, auto_resume=auto_resume,
-                     resume_attempts=resume_attempts)
+                     queue_size=queue_size, keepalive=keepalive, tick_format=tick_format,
+                     auto_resume=auto_resume, resume_attempts=resume_attempts)
         await client._open(url)
         client._ready.set()
         client._start_keepalive()
@@ -270,7 +283,7 @@ class GameClient:
                 self._spawn(old.ws.close())
             try:
                 new = await self._open(self.url)
-                welcome, _ = await self._request(m.Resume(token=self._token, seq=self.seq.last),
+                welcome, _ = await self._request(self._resume_msg(self._token, self.seq.last),
                                                  wants_joined=True, conn=new)
             except ServerError:
                 self._ready.set()  # the new socket stays usable, e.g. for a fresh login
@@ -326,14 +339,18 @@ class GameClient:
     # --- requests -----------------------------------------------------------------------------------
     async def login(self, name: str, secret: str) -> m.Welcome:
         """Log in; returns the ``welcome`` once the ``joined`` that follows it has arrived too."""
-        welcome, _ = await self._request(m.Login(name=name, secret=secret), wants_joined=True)
+        welcome, _ = await self._request(m.Login(name=name, secret=secret, tick_format=self.tick_format),
+                                         wants_joined=True)
         return welcome
 
     async def resume(self, token: str, seq: int | None = None) -> m.Welcome:
         """Resume a session on this socket; returns the ``welcome`` once its ``joined`` arrived.
         ``seq``: the last one received of that session (0: none); without it nothing is replayed."""
-        welcome, _ = await self._request(m.Resume(token=token, seq=seq), wants_joined=True)
+        welcome, _ = await self._request(self._resume_msg(token, seq), wants_joined=True)
         return welcome
+
+    def _resume_msg(self, token: str, seq: int | None = None) -> m.Resume:
+        return m.Resume(token=token, tick_format=self.tick_format, seq=seq)
 
     async def join(self, room: str) -> m.Joined:
         """Enter ``room``; follows a ``redirect`` to the owning node when ``follow_redirects``."""
@@ -352,6 +369,10 @@ class GameClient:
 
     async def attack(self, mob: int) -> m.Hit:
         return await self._request(m.Attack(mob=mob))
+
+    async def rooms(self, room: str) -> m.RoomList:
+        """The instances of ``room`` (``entries``: room, players, max_players)."""
+        return await self._request(m.Rooms(room=room))
 
     async def me(self) -> m.Profile:
         return await self._request(m.Me())
@@ -456,6 +477,10 @@ class GameClient:
             async for frame in conn.ws:
                 try:
                     msg = _decode(frame)
+                    if isinstance(msg, m.Welcome):   # a server that knows the extension says so here
+                        conn.compact = msg.tick_format == COMPACT
+                    elif conn.compact and isinstance(msg, m.Tick):
+                        msg = _expanded(msg)
                 except ProtocolError as exc:
                     self._on_bad_frame(exc)
                     continue
@@ -572,7 +597,7 @@ class GameClient:
                     self.url = url
                     new = await self._open(url)
                     try:
-                        welcome, joined = await self._request(m.Resume(token=token, seq=self.seq.last),
+                        welcome, joined = await self._request(self._resume_msg(token, self.seq.last),
                                                               wants_joined=True, conn=new)
                         break
                     except Redirected as again:
@@ -632,7 +657,7 @@ class GameClient:
                     for _hop in range(MAX_REDIRECT_HOPS):
                         new = await self._open(url)
                         try:
-                            await self._request(m.Resume(token=token, seq=self.seq.last), wants_joined=True,
+                            await self._request(self._resume_msg(token, self.seq.last), wants_joined=True,
                                                 conn=new)
                             break
                         except Redirected as again:  # the room lives on another node: resume there

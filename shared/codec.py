@@ -145,6 +145,37 @@ def decode_server(frame: bytes | str, validate: bool = True, *, max_size: int | 
     return _decode(frame, SERVER_TYPES, max_size, validate)
 
 
+COMPACT = "compact"
+"""Tick format a client may ask for at ``login`` / ``resume`` (``tick_format``): every position in a ``tick``
+(``moved`` [id, x, y], ``joined`` [id, name, x, y]) is an integer number of tenths of a unit."""
+COMPACT_SCALE = 10
+
+
+def compact_tick(body: dict[str, Any]) -> dict[str, Any]:
+    """A tick body (or whole tick) with its positions in tenths of a unit, as integers (``COMPACT``)."""
+    out = dict(body)
+    moved = body.get("moved")
+    if moved:
+        out["moved"] = [[e[0], round(e[1] * COMPACT_SCALE), round(e[2] * COMPACT_SCALE), *e[3:]]
+                        for e in moved]
+    joined = body.get("joined")
+    if joined:
+        out["joined"] = [[e[0], e[1], round(e[2] * COMPACT_SCALE), round(e[3] * COMPACT_SCALE), *e[4:]]
+                         for e in joined]
+    return out
+
+
+def expand_tick(body: dict[str, Any]) -> dict[str, Any]:
+    """The inverse of ``compact_tick`` for a client: positions back in units (floats)."""
+    out = dict(body)
+    if body.get("moved"):
+        out["moved"] = [[e[0], e[1] / COMPACT_SCALE, e[2] / COMPACT_SCALE, *e[3:]] for e in body["moved"]]
+    if body.get("joined"):
+        out["joined"] = [[e[0], e[1], e[2] / COMPACT_SCALE, e[3] / COMPACT_SCALE, *e[4:]]
+                         for e in body["joined"]]
+    return out
+
+
 def encode(model: BaseModel, binary: bool = True) -> bytes | str:
     """Model → one frame: msgpack bytes (``binary``) or compact JSON text; ``None`` fields omitted,
     wire names used (``from``)."""

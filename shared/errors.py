@@ -27,6 +27,7 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = "rate_limited"
     NOT_IN_ROOM = "not_in_room"
     NO_SUCH_ROOM = "no_such_room"
+    ROOM_FULL = "room_full"  # extension: that instance has no free seat (``join NAME~n``)
     NO_SUCH_MOB = "no_such_mob"
     OUT_OF_RANGE = "out_of_range"
     COOLDOWN = "cooldown"

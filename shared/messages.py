@@ -28,6 +28,29 @@ TOP_MIN, TOP_MAX = 1, 100
 ROOM_MAX = 64  # our choice: the protocol does not bound room names
 INT64_MIN, UINT64_MAX = -(2**63), 2**64 - 1  # anything msgpack can carry as an integer
 
+INSTANCE_SEP = "~"   # a room's instances: NAME (the first), NAME~2, NAME~3, ...
+
+
+def room_kind(room: str) -> str:
+    """The configured room name of an instance id (``arena~3`` -> ``arena``; ``arena`` -> ``arena``)."""
+    return room.split(INSTANCE_SEP, 1)[0]
+
+
+def instance_number(room: str) -> int | None:
+    """1 for a room's first instance (its own name), n for ``NAME~n`` (n >= 2), None when malformed."""
+    if INSTANCE_SEP not in room:
+        return 1
+    number = room.split(INSTANCE_SEP, 1)[1]
+    if not number.isdigit() or number.startswith("0") or int(number) < 2:
+        return None
+    return int(number)
+
+
+def instance_id(kind: str, number: int) -> str:
+    """The id of instance ``number`` of room ``kind``."""
+    return kind if number == 1 else f"{kind}{INSTANCE_SEP}{number}"
+
+
 # --- field types -------------------------------------------------------------------------------
 Int = Annotated[int, Strict(), Field(ge=INT64_MIN, le=UINT64_MAX)]
 Count = Annotated[int, Strict(), Field(ge=0, le=UINT64_MAX)]
@@ -96,12 +119,18 @@ class TopEntry(BaseModel):
 
 
 # --- client to server ----------------------------------------------------------------------------
+TickFormat = Literal["v1", "compact"]
+
+
 class Login(Message):
-    """Log in (first login of a name creates the character); answered by ``welcome`` then ``joined``."""
+    """Log in (first login of a name creates the character); answered by ``welcome`` then ``joined``.
+
+    Extension: ``tick_format="compact"`` asks for ticks with integer positions in tenths of a unit."""
 
     t: Literal["login"] = "login"
     name: Name
     secret: Secret
+    tick_format: TickFormat | None = None
 
 
 class Resume(Message):
@@ -112,6 +141,7 @@ class Resume(Message):
 
     t: Literal["resume"] = "resume"
     token: Annotated[str, Strict(), StringConstraints(min_length=1, max_length=1024)]
+    tick_format: TickFormat | None = None
     seq: Count | None = None
 
 
@@ -169,6 +199,13 @@ class Ping(Message):
     t: Literal["ping"] = "ping"
 
 
+class Rooms(Message):
+    """Extension: list the instances of room ``room``; answered by server ``rooms`` (:class:`RoomList`)."""
+
+    t: Literal["rooms"] = "rooms"
+    room: RoomName
+
+
 # --- server to client ----------------------------------------------------------------------------
 class Welcome(Message):
     """Login or resume accepted; ``token`` resumes this ``session`` later."""
@@ -179,6 +216,7 @@ class Welcome(Message):
     character: Character
     tick_rate: Annotated[float, Strict(), Field(gt=0, allow_inf_nan=False)]
     protocol: Annotated[int, Strict(), Field(ge=1)] = PROTOCOL_VERSION
+    tick_format: TickFormat | None = None   # extension: echoed when the request asked for one
     recovered: bool | None = None
     """Only in answer to a ``resume`` with ``seq``: True when every message after it follows the
     ``joined`` (``replay`` of them), False when some are gone and none is replayed (refresh with
@@ -308,6 +346,24 @@ class Bye(Message):
     reason: Annotated[str, Strict(), StringConstraints(min_length=1, max_length=64)]
 
 
+class RoomEntry(BaseModel):
+    """One instance in ``rooms``: its id, players seated (in it or holding a seat), seats (None: no limit)."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    room: RoomName
+    players: Count
+    max_players: Count | None = None
+
+
+class RoomList(Message):
+    """Answer to ``rooms`` (``t`` is ``rooms``): the instances of one room, first instance first."""
+
+    t: Literal["rooms"] = "rooms"
+    entries: _list(RoomEntry)
+    seq: Seq = None
+
+
 class Redirect(Message):
     """Extension: reconnect to ``url`` and send ``resume`` with ``token`` (room owned by another node)."""
 
@@ -325,13 +381,13 @@ class Custom(Message):
 
 
 ClientMessage = Annotated[
-    Union[Login, Resume, Join, Leave, Move, Chat, Attack, Me, Top, Ping],  # noqa: UP007
+    Union[Login, Resume, Join, Leave, Move, Chat, Attack, Me, Top, Ping, Rooms],  # noqa: UP007
     Field(discriminator="t"),
 ]
 ServerMessage = Annotated[
     Union[  # noqa: UP007
         Welcome, Joined, Left, Tick, ChatMessage, Hit, Xp, LevelUp, Profile, TopEntries, Pong, Error, Bye,
-        Redirect,
+        Redirect, RoomList,
     ],
     Field(discriminator="t"),
 ]
@@ -340,16 +396,17 @@ server_adapter: TypeAdapter[Any] = TypeAdapter(ServerMessage)
 
 CLIENT_TYPES: dict[str, type[Message]] = {
     cls.model_fields["t"].default: cls
-    for cls in (Login, Resume, Join, Leave, Move, Chat, Attack, Me, Top, Ping)
+    for cls in (Login, Resume, Join, Leave, Move, Chat, Attack, Me, Top, Ping, Rooms)
 }
 SERVER_TYPES: dict[str, type[Message]] = {
     cls.model_fields["t"].default: cls
     for cls in (
         Welcome, Joined, Left, Tick, ChatMessage, Hit, Xp, LevelUp, Profile, TopEntries, Pong, Error, Bye,
-        Redirect,
+        Redirect, RoomList,
     )
 }
 # Only these server messages are direct replies (they carry the request's ``rid``).
 # Server messages that never carry ``seq`` (every other one does: a per-session number, kept for resume).
 UNSEQUENCED_TYPES = frozenset({"tick", "pong", "welcome", "joined", "bye", "redirect"})
-REPLY_TYPES = frozenset({"welcome", "joined", "left", "profile", "top", "pong", "hit", "error", "redirect"})
+REPLY_TYPES = frozenset({"welcome", "joined", "left", "profile", "top", "pong", "hit", "error", "redirect",
+                         "rooms"})

@@ -12,6 +12,8 @@ over both. Node ids and room names are plain strings; times are Unix wall-clock 
   buffer a hand-off leaves for the node that adopts the session.
 - ``PubSub``: one inbox per node for control messages (replace, handoff, xp, acknowledgements).
 - ``Ranking``: the leaderboard every node reads (``top``).
+- ``Seats``: the seats of every instance of every room with ``max_players``: taking one is atomic
+  (join-or-create), so simultaneous joins never overfill an instance and never create twin instances.
 """
 
 from __future__ import annotations
@@ -125,6 +127,40 @@ class Ranking(Protocol):
     async def top(self, n: int) -> list[dict[str, Any]]: ...
 
 
+class Seats(Protocol):
+    """Seats of room instances (rooms with ``max_players``), keyed by session id so a retry is harmless.
+
+    Instance numbers: 1 is the room's first instance (named like the room), 2, 3, ... the others
+    (``NAME~n``). A seat expires ``ttl`` seconds after it was taken or last refreshed (the node running the
+    instance refreshes the seats of its players; a dead node's seats free themselves).
+    """
+
+    async def take(self, kind: str, session: str, max_players: int, ttl: float) -> int:
+        """Join-or-create, atomically: the session's seat in an instance of ``kind`` if it has one, else a
+        seat in the instance with the most seats taken that still has a free one (lowest number on ties),
+        else in a new instance with the lowest free number. Returns the instance number."""
+        ...
+
+    async def take_exact(self, kind: str, number: int, session: str, max_players: int, ttl: float) -> str:
+        """A seat in that instance: ``"ok"`` (also when the session already holds it), ``"full"``, or
+        ``"none"`` when the instance does not exist."""
+        ...
+
+    async def release(self, kind: str, number: int, session: str) -> None: ...
+
+    async def refresh(self, kind: str, number: int, sessions: Iterable[str], ttl: float) -> None:
+        """Extend the seats these sessions hold in that instance (seats they do not hold are not taken)."""
+        ...
+
+    async def instances(self, kind: str) -> list[tuple[int, int]]:
+        """(instance number, seats taken) of every instance of ``kind``, by number (1 always listed)."""
+        ...
+
+    async def dispose(self, kind: str, number: int) -> bool:
+        """Forget an instance (never the first) if no seat is taken in it; False when one is."""
+        ...
+
+
 class Backend(Protocol):
     """One implementation of every seam, plus ``close``."""
 
@@ -133,5 +169,6 @@ class Backend(Protocol):
     directory: SessionDirectory
     pubsub: PubSub
     ranking: Ranking | None      # None: the node's own in-memory leaderboard is the ranking
+    seats: Seats
 
     async def close(self) -> None: ...

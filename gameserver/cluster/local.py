@@ -26,6 +26,7 @@ class LocalHub:
         self.replays: dict[str, tuple[str, float]] = {}   # session id -> (replay buffer, expiry)
         self.handlers: dict[str, Handler] = {}
         self.board = Leaderboard()
+        self.seats: dict[str, dict[int, dict[str, float]]] = {}   # kind -> number -> session -> expiry
 
 
 class LocalRoomLeases:
@@ -160,6 +161,68 @@ class LocalPubSub:
         self.mine.clear()
 
 
+class LocalSeats:
+    """Seats in the hub; each call runs without an await, so it is atomic among the nodes of a process."""
+
+    def __init__(self, hub: LocalHub) -> None:
+        self.hub = hub
+
+    def _kind(self, kind: str) -> dict[int, dict[str, float]]:
+        rooms = self.hub.seats.setdefault(kind, {})
+        rooms.setdefault(1, {})
+        now = time.monotonic()
+        for held in rooms.values():
+            for session in [s for s, expiry in held.items() if expiry <= now]:
+                del held[session]
+        return rooms
+
+    @staticmethod
+    def _expiry(ttl: float) -> float:
+        return time.monotonic() + ttl
+
+    async def take(self, kind: str, session: str, max_players: int, ttl: float) -> int:
+        rooms = self._kind(kind)
+        for number in sorted(rooms):
+            if session in rooms[number]:
+                rooms[number][session] = self._expiry(ttl)
+                return number
+        free = [(-len(held), number) for number, held in rooms.items() if len(held) < max_players]
+        number = min(free)[1] if free else next(n for n in range(2, len(rooms) + 3) if n not in rooms)
+        rooms.setdefault(number, {})[session] = self._expiry(ttl)
+        return number
+
+    async def take_exact(self, kind: str, number: int, session: str, max_players: int, ttl: float) -> str:
+        rooms = self._kind(kind)
+        held = rooms.get(number)
+        if held is None:
+            return "none"
+        if session not in held and len(held) >= max_players:
+            return "full"
+        held[session] = self._expiry(ttl)
+        return "ok"
+
+    async def release(self, kind: str, number: int, session: str) -> None:
+        self._kind(kind).get(number, {}).pop(session, None)
+
+    async def refresh(self, kind: str, number: int, sessions: Iterable[str], ttl: float) -> None:
+        held = self._kind(kind).get(number)
+        if held is not None:
+            expiry = self._expiry(ttl)
+            for session in sessions:
+                if session in held:
+                    held[session] = expiry
+
+    async def instances(self, kind: str) -> list[tuple[int, int]]:
+        return [(number, len(held)) for number, held in sorted(self._kind(kind).items())]
+
+    async def dispose(self, kind: str, number: int) -> bool:
+        rooms = self._kind(kind)
+        if number == 1 or rooms.get(number):
+            return False
+        rooms.pop(number, None)
+        return True
+
+
 class LocalRanking:
     """The ranking as an in-memory ``Leaderboard`` (XP never decreases)."""
 
@@ -188,6 +251,7 @@ class LocalBackend:
         self.directory = LocalSessionDirectory(self.hub)
         self.pubsub = LocalPubSub(self.hub)
         self.ranking: LocalRanking | None = LocalRanking(self.hub.board) if self.shared else None
+        self.seats = LocalSeats(self.hub)
 
     async def close(self) -> None:
         await self.pubsub.close()

@@ -93,6 +93,13 @@ class ClusterNode:
         self.suspects: dict[str, float] = {}   # node -> its last heartbeat when it failed to answer us
         self._loop_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._retiring: dict[str, asyncio.Event] = {}   # rooms whose lease is being given up
+
+    @property
+    def seat_ttl(self) -> float:
+        """How long a seat outlives its last refresh: alone forever; clustered a lease plus the grace
+        period (a dead node's sessions may resume elsewhere until then)."""
+        return self.ttl + self.grace if self.enabled else math.inf
 
     def bind(self, events: NodeEvents) -> None:
         """Who handles what other nodes ask of this node's sessions (before ``start``)."""
@@ -158,6 +165,9 @@ class ClusterNode:
         if room in self.owned:
             self._idle_since[room] = time.monotonic()
             return None
+        retiring = self._retiring.get(room)
+        if retiring is not None:   # its lease is being given up right now: take it afresh afterwards
+            await retiring.wait()
         assert self.backend is not None
         loop = asyncio.get_running_loop()
         give_up = loop.time() + (self.ttl if self.enabled else 0.0) + 1.0
@@ -220,6 +230,19 @@ class ClusterNode:
                 await self.rooms.stop(room)
                 await self.backend.leases.release(room, self.node_id)
                 event(log, "room_released", node=self.node_id, room=room)
+
+    async def give_up(self, room: str) -> None:
+        """This node stops running ``room`` (a disposed instance): release its lease."""
+        self.owned.discard(room)
+        self._idle_since.pop(room, None)
+        if self.backend is None:
+            return
+        done = self._retiring[room] = asyncio.Event()
+        try:
+            await self.backend.leases.release(room, self.node_id)
+        finally:
+            done.set()
+            self._retiring.pop(room, None)
 
     async def _lost(self, room: str) -> None:
         """Our lease on ``room`` is gone (we stalled past the ttl): get it back or send its players on."""

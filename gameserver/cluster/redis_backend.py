@@ -12,6 +12,11 @@ Keys (``P`` = ``cluster.prefix``, default ``gs``):
   adopting node with ``GET`` + ``DEL`` in one ``MULTI``.
 - ``P:top``           sorted set, member = character, score = -xp (``ZADD LT``: XP only goes up; ascending
   order = highest XP first, ties by name like the in-memory leaderboard).
+- ``P:inst:{<room>}``   set of the numbers (>= 2) of a room's other instances; the first always exists.
+- ``P:seats:{<room>}:<n>`` sorted set, member = session id, score = expiry (ms, Redis clock): the seats of
+  instance n. Taking a seat is one Lua script (join-or-create: fullest instance with a free seat, else the
+  lowest free number), so simultaneous joins on any number of nodes never overfill an instance and never
+  make twins. The scripts name seat keys they compute: one Redis, not Redis Cluster (``cluster.redis_url``).
 - channel ``P:node:<id>``: JSON control messages to one node.
 """
 
@@ -68,6 +73,81 @@ return 1
 _DROP = """
 if redis.call('HGET', KEYS[1], 'session') == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
+"""
+
+
+# Seats. KEYS[1]: the instance set; ARGV[1]: seat key prefix ("P:seats:{room}:"); times from Redis' clock.
+_SEATS_NOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local function live(n)
+  local k = ARGV[1] .. n
+  redis.call('ZREMRANGEBYSCORE', k, '-inf', now)
+  return k
+end
+"""
+# ARGV: prefix, session, max_players, ttl ms -> instance number
+_TAKE = _SEATS_NOW + """
+local nums = redis.call('SMEMBERS', KEYS[1])
+table.insert(nums, '1')
+local best, bestc = nil, -1
+for _, n in ipairs(nums) do
+  local k = live(n)
+  if redis.call('ZSCORE', k, ARGV[2]) then
+    redis.call('ZADD', k, now + tonumber(ARGV[4]), ARGV[2])
+    return tonumber(n)
+  end
+end
+for _, n in ipairs(nums) do
+  local c = redis.call('ZCARD', ARGV[1] .. n)
+  if c < tonumber(ARGV[3]) and (c > bestc or (c == bestc and tonumber(n) < tonumber(best))) then
+    best, bestc = n, c
+  end
+end
+if not best then
+  local used = {}
+  for _, n in ipairs(nums) do used[tonumber(n)] = true end
+  local n = 2
+  while used[n] do n = n + 1 end
+  best = tostring(n)
+  redis.call('SADD', KEYS[1], best)
+end
+redis.call('ZADD', ARGV[1] .. best, now + tonumber(ARGV[4]), ARGV[2])
+return tonumber(best)
+"""
+# ARGV: prefix, number, session, max_players, ttl ms -> 'ok' | 'full' | 'none'
+_TAKE_EXACT = _SEATS_NOW + """
+if ARGV[2] ~= '1' and redis.call('SISMEMBER', KEYS[1], ARGV[2]) == 0 then return 'none' end
+local k = live(ARGV[2])
+if not redis.call('ZSCORE', k, ARGV[3]) and redis.call('ZCARD', k) >= tonumber(ARGV[4]) then return 'full' end
+redis.call('ZADD', k, now + tonumber(ARGV[5]), ARGV[3])
+return 'ok'
+"""
+# ARGV: prefix, number, ttl ms, sessions...
+_REFRESH = _SEATS_NOW + """
+local k = live(ARGV[2])
+for i = 4, #ARGV do redis.call('ZADD', k, 'XX', now + tonumber(ARGV[3]), ARGV[i]) end
+return 1
+"""
+# ARGV: prefix -> flat list number, count
+_INSTANCES = _SEATS_NOW + """
+local nums = redis.call('SMEMBERS', KEYS[1])
+table.insert(nums, '1')
+local out = {}
+for _, n in ipairs(nums) do
+  local k = live(n)
+  table.insert(out, tonumber(n))
+  table.insert(out, redis.call('ZCARD', k))
+end
+return out
+"""
+# ARGV: prefix, number -> 1 when forgotten
+_DISPOSE = _SEATS_NOW + """
+local k = live(ARGV[2])
+if redis.call('ZCARD', k) > 0 then return 0 end
+redis.call('SREM', KEYS[1], ARGV[2])
+redis.call('DEL', k)
+return 1
 """
 
 
@@ -258,16 +338,64 @@ class RedisRanking:
         return [{"name": name, "level": level_for_xp(-int(score)), "xp": -int(score)} for name, score in rows]
 
 
+class RedisSeats:
+    def __init__(self, r: aredis.Redis, prefix: str) -> None:
+        self.prefix = prefix
+        self._take = r.register_script(_TAKE)
+        self._exact = r.register_script(_TAKE_EXACT)
+        self._release = r
+        self._refresh = r.register_script(_REFRESH)
+        self._instances = r.register_script(_INSTANCES)
+        self._dispose = r.register_script(_DISPOSE)
+
+    def _keys(self, kind: str) -> tuple[list[str], str]:
+        return [f"{self.prefix}:inst:{{{kind}}}"], f"{self.prefix}:seats:{{{kind}}}:"
+
+    async def take(self, kind: str, session: str, max_players: int, ttl: float) -> int:
+        keys, seats = self._keys(kind)
+        return int(await self._take(keys=keys, args=[seats, session, max_players, _ms(ttl)]))
+
+    async def take_exact(self, kind: str, number: int, session: str, max_players: int, ttl: float) -> str:
+        keys, seats = self._keys(kind)
+        return str(await self._exact(keys=keys, args=[seats, number, session, max_players, _ms(ttl)]))
+
+    async def release(self, kind: str, number: int, session: str) -> None:
+        _keys, seats = self._keys(kind)
+        await self._release.zrem(f"{seats}{number}", session)
+
+    async def refresh(self, kind: str, number: int, sessions: Iterable[str], ttl: float) -> None:
+        sessions = list(sessions)
+        if sessions:
+            keys, seats = self._keys(kind)
+            await self._refresh(keys=keys, args=[seats, number, _ms(ttl), *sessions])
+
+    async def instances(self, kind: str) -> list[tuple[int, int]]:
+        keys, seats = self._keys(kind)
+        flat = await self._instances(keys=keys, args=[seats])
+        return sorted((int(n), int(c)) for n, c in zip(flat[::2], flat[1::2], strict=True))
+
+    async def dispose(self, kind: str, number: int) -> bool:
+        if number == 1:
+            return False
+        keys, seats = self._keys(kind)
+        return bool(int(await self._dispose(keys=keys, args=[seats, number])))
+
+
 class RedisBackend:
     """Every seam on one Redis connection pool (``decode_responses``: keys and values are text)."""
 
     def __init__(self, url: str, prefix: str = "gs") -> None:
-        self.r = aredis.Redis.from_url(url, decode_responses=True)
+        # A blocking pool: a burst of callers (100 simultaneous joins) waits for a connection instead of
+        # failing with "Too many connections" (redis-py's default pool raises past 100).
+        pool = aredis.BlockingConnectionPool.from_url(url, max_connections=64, timeout=10.0,
+                                                      decode_responses=True)
+        self.r = aredis.Redis(connection_pool=pool)
         self.leases = RedisRoomLeases(self.r, prefix)
         self.presence = RedisPresence(self.r, prefix)
         self.directory = RedisSessionDirectory(self.r, prefix)
         self.pubsub = RedisPubSub(self.r, prefix)
         self.ranking: RedisRanking | None = RedisRanking(self.r, prefix)
+        self.seats = RedisSeats(self.r, prefix)
 
     async def close(self) -> None:
         await self.pubsub.close()

@@ -36,6 +36,7 @@ class RoomType:
     settings: Any = None
     max_players: int | None = None
     tick_rate: float = 20.0
+    idle_dispose: float = 30.0
 
     @property
     def messages(self) -> frozenset[str]:
@@ -105,7 +106,8 @@ def room_types(config: ServerConfig, search: Sequence[str] = ()) -> list[RoomTyp
                 where = ".".join(str(p) for p in first["loc"]) or "options"
                 raise ConfigError(f"room {rc.name}: bad options: {where}: {first['msg']}") from None
         rate = rc.tick_rate or cls.tick_rate or config.game.tick_rate
-        out.append(RoomType(rc.name, cls, options, settings, rc.max_players or cls.max_players, float(rate)))
+        out.append(RoomType(rc.name, cls, options, settings, rc.max_players or cls.max_players, float(rate),
+                            rc.idle_dispose))
     return out
 
 

@@ -48,6 +48,10 @@ class RoomEvents(Protocol):
         """``session``'s player left the room by ``leave``: save its character soon."""
         ...
 
+    def seat_freed(self, session: Session, runner: RoomRunner) -> None:
+        """``session`` is out of ``runner``'s instance for good: its seat there is free again."""
+        ...
+
 
 class RoomRunner(RoomServices):
     """Drives one room instance; see the module docstring."""
@@ -108,9 +112,12 @@ class RoomRunner(RoomServices):
             return None
         return self.members.get(pid)
 
-    def detach(self, session: Session) -> None:
-        """Take the session's player out of this room now (leave, room change, session end)."""
+    def detach(self, session: Session, keep_seat: bool = False) -> None:
+        """Take the session's player out of this room now (leave, room change, session end; a hand-off to
+        another node keeps the seat: the session comes back to this instance there)."""
         player = self.player_of(session)
+        if not keep_seat:
+            self.events.seat_freed(session, self)
         if player is None:
             return
         del self.members[player.id]
@@ -118,6 +125,11 @@ class RoomRunner(RoomServices):
         session.runner = None
         session.pid = None
         self._call(session, None, "on_leave", self.room.on_leave, player, reply=False)
+
+    def seated(self) -> list[str]:
+        """Session ids holding a seat here: the players in the room and the joins on their way."""
+        return [p.session.id for p in self.members.values()] + [
+            s.id for kind, s, *_ in self.inputs if kind == "join"]
 
     # -- services lent to the room -----------------------------------------------------------------
     def send(self, player: Player, body: dict[str, Any]) -> None:
@@ -286,6 +298,7 @@ class RoomRunner(RoomServices):
             del self.members[pid]
             self.room.players.pop(pid, None)
             session.runner = session.pid = None
+            self.events.seat_freed(session, self)
             return
         self._send_joined(session, player, extra, rid)
 
@@ -340,7 +353,7 @@ class RoomRunner(RoomServices):
     def stats(self) -> dict[str, Any]:
         """Players and the room's own numbers (``Room.describe``), for the monitor."""
         extra = self._call(None, None, "describe", self.room.describe, reply=False)
-        out: dict[str, Any] = {"players": len(self.members)}
+        out: dict[str, Any] = {"players": len(self.members), "room": self.kind}
         if isinstance(extra, dict):
             out.update(extra)
         return out

@@ -104,6 +104,9 @@ function show(stats) {
   $("m-cas").textContent = formatNumber(ds.cas_retries);
   $("m-uptime").textContent = stats.uptime_s == null ? "–" : formatDuration(stats.uptime_s);
   showRooms(rooms);
+  const instances = Object.entries(stats.instances ?? {}).filter(([, n]) => n > 1);
+  $("m-instances").textContent = instances.length
+    ? instances.map(([room, n]) => `${room}: ${n}`).join(", ") : "one per room";
 
   const worst = (key) => {
     const values = rooms.map((r) => r[key]).filter(Number.isFinite);

@@ -128,7 +128,7 @@ export class Connection {
     let welcome;
     if (this.token) {
       // Our own session: ask for what we missed. A token from a reload (no session yet): plain resume.
-      const resume = { t: "resume", token: this.token };
+      const resume = { t: "resume", token: this.token, tick_format: "compact" };
       if (this.session !== null) resume.seq = this.lastSeq;
       try {
         welcome = await this.request(resume);
@@ -140,7 +140,7 @@ export class Connection {
     if (!welcome) {
       const { name, secret } = this.credentials;
       try {
-        welcome = await this.request({ t: "login", name, secret });
+        welcome = await this.request({ t: "login", name, secret, tick_format: "compact" });
       } catch (err) {
         if (err.code === "auth_failed" || err.code === "bad_message") this.close(err.message);
         throw err;

@@ -55,6 +55,7 @@ export class GameState {
     this.lastBye = null;
     this.top = [];
     this.chat = [];             // {from, text, ts}, last 100
+    this.scale = 1;             // tick positions are divided by this (10 with compact ticks)
     this.roomFields = {};       // what the room type added to its `joined` (beyond room, you, players ...)
     this.raw = [];              // messages of the room type this client has no view of: {t, text}, last 50
   }
@@ -84,6 +85,7 @@ export class GameState {
 
   on_welcome(msg) {
     const c = msg.character;
+    this.scale = msg.tick_format === "compact" ? 10 : 1;   // compact ticks: positions in tenths
     this.session = msg.session;
     this.tickRate = msg.tick_rate;
     this.name = c.name;
@@ -121,11 +123,12 @@ export class GameState {
 
   on_tick(msg) {
     this.lastTick = msg.n;
-    for (const [id, name, x, y] of listOf(msg.joined, 4)) this.players[id] = { id, name, x, y };
+    const k = this.scale;
+    for (const [id, name, x, y] of listOf(msg.joined, 4)) this.players[id] = { id, name, x: x / k, y: y / k };
     for (const id of Array.isArray(msg.left) ? msg.left : []) delete this.players[id];
     for (const [id, x, y] of listOf(msg.moved, 3)) {
       const p = this.players[id];
-      if (p) Object.assign(p, { x, y });
+      if (p) Object.assign(p, { x: x / k, y: y / k });
     }
     for (const [id, hp] of listOf(msg.mobs, 2)) this.setMobHp(id, hp);
   }

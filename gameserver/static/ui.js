@@ -50,7 +50,7 @@ export class Panels {
       .filter(([, v]) => v === null || typeof v !== "object")
       .map(([k, v]) => `${k}: ${v}`).join(", ");
     for (const button of document.querySelectorAll("#rooms button")) {
-      button.classList.toggle("current", button.dataset.room === room);
+      button.classList.toggle("current", button.dataset.room === room?.split("~")[0]);
     }
   }
 

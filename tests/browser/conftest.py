@@ -47,7 +47,8 @@ def make_config(tmp: Path) -> Any:
         {"name": "forest", "mobs": [NEAR_MOB], "mob_count": 4, "mob_kind": "wolf", "mob_hp": 100},
         {"name": "dungeon", "mob_count": 4, "mob_kind": "skeleton", "mob_hp": 150},
         {"name": "tag", "type": "examples.tag.tag_game:TagRoom"},           # rooms of other types
-        {"name": "echo-1", "type": "tests.gameserver.sample_rooms:EchoRoom", "options": {"greeting": "hello"}},
+        {"name": "echo-1", "type": "tests.gameserver.sample_rooms:EchoRoom",
+         "options": {"greeting": "hello"}},
     ])
 
 

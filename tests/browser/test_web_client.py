@@ -325,7 +325,7 @@ def test_monitor_shows_the_players_with_the_admin_token(live_server: LiveServer,
     )
     assert "token=" not in monitor.url  # the token left the address bar
     stats = monitor.evaluate("window.monitorState")
-    assert {r["name"] for r in stats["rooms"]} == {"town", "forest", "dungeon"}
+    assert {r["name"] for r in stats["rooms"]} == {"town", "forest", "dungeon", "tag", "echo-1"}
     for step in range(8):  # a few seconds of traffic for the message and tick charts
         page = players[step % 2]
         page.locator("#world").focus()

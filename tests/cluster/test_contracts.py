@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 from collections.abc import Callable
 from typing import Any
@@ -139,3 +140,30 @@ async def test_ranking_highest_xp_first_ties_by_name_never_lowered(make_backend:
         {"name": "bob", "level": 3, "xp": 400}, {"name": "amy", "level": 2, "xp": 120},
         {"name": "zed", "level": 1, "xp": 50}, {"name": "carl", "level": 1, "xp": 0}]
     assert [e["name"] for e in await a.ranking.top(2)] == ["bob", "amy"]
+
+
+async def test_seats_join_or_create_exact_release_expiry_and_dispose(make_backend) -> None:
+    seats = make_backend().seats
+    kind = "arena"
+    got = await asyncio.gather(*(seats.take(kind, f"s{i}", 8, 60.0) for i in range(100)))
+    per = collections.Counter(got)
+    assert sorted(per) == list(range(1, 14)) and max(per.values()) == 8 and per[13] == 4
+    assert await seats.take(kind, "s0", 8, 60.0) == got[0]                 # a retry keeps the seat
+    assert await seats.instances(kind) == [(n, 4 if n == 13 else 8) for n in range(1, 14)]
+    assert await seats.take_exact(kind, 13, "x", 8, 60.0) == "ok"
+    assert await seats.take_exact(kind, 2, "y", 8, 60.0) == "full"
+    assert await seats.take_exact(kind, 14, "y", 8, 60.0) == "none"
+    await seats.release(kind, 2, "s1" if got[1] == 2 else next(f"s{i}" for i, n in enumerate(got) if n == 2))
+    assert await seats.take(kind, "z", 8, 60.0) == 2                       # the fullest with a free seat
+    assert await seats.dispose(kind, 13) is False                          # seats held there
+    for i, n in enumerate(got):
+        if n == 13:
+            await seats.release(kind, 13, f"s{i}")
+    await seats.release(kind, 13, "x")
+    assert await seats.dispose(kind, 13) is True and await seats.dispose(kind, 1) is False
+    assert [n for n, _ in await seats.instances(kind)] == list(range(1, 13))
+    short = await seats.take("duel", "a", 1, 0.2)
+    await seats.refresh("duel", short, ["a"], 0.2)
+    await asyncio.sleep(0.35)                                              # not refreshed again: expired
+    assert await seats.instances("duel") == [(1, 0)]
+    assert await seats.take("duel", "b", 1, 60.0) == 1

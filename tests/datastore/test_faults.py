@@ -37,6 +37,7 @@ async def test_flush_write_fault_fails_the_write_and_changes_nothing(open_file_s
         with pytest.raises(StorageError) as info:
             await store.put(key(1), {"v": 2})
         assert info.value.code == "io_error" and "injected" in str(info.value)
+        assert info.value.in_doubt is False  # the partial frame was cut off again: certainly not applied
         with pytest.raises(StorageError):
             await store.delete(key(1))
         with pytest.raises(StorageError):
@@ -61,6 +62,7 @@ async def test_fsync_mode_fault_fails_the_whole_batch_and_reverts_it(
         writes = [store.put(key(i), {"v": 1}) for i in range(10)]
         results = await asyncio.gather(*writes, return_exceptions=True)
         assert all(isinstance(r, StorageError) for r in results), results
+        assert [r.in_doubt for r in results] == [False] * 10  # the batch was cut off the log
         with pytest.raises(StorageError):
             await store.cas(key(0), lambda b: {"v": 9})
     recs = await store.get_many([key(i) for i in range(10)])
@@ -120,10 +122,12 @@ async def test_failed_truncate_after_failed_write_stops_writes_until_reopen(open
     store = await open_file_store("flush")
     await store.put(key(1), {"v": 1})
     with fileio.fault("write", errno.EIO), fileio.fault("truncate", errno.EIO):
-        with pytest.raises(StorageError):
+        with pytest.raises(StorageError) as info:
             await store.put(key(1), {"v": 2})
-    with pytest.raises(StorageError, match="reopen"):
+    assert info.value.in_doubt is True  # its bytes may still be in the file
+    with pytest.raises(StorageError, match="reopen") as info:
         await store.put(key(1), {"v": 3})
+    assert info.value.in_doubt is False  # refused before anything was written
     assert (await store.get(key(1))).bins == {"v": 1}  # reads keep working
     await store.close()
     store = await open_file_store("flush")

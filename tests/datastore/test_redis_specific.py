@@ -26,8 +26,10 @@ from datastore import (
     ops,
 )
 from datastore.policy import apply_ops
+from datastore.redis_codec import KeyCodec, decode_value, encode_value
+from datastore.redis_conn import Slots
 from datastore.redis_lua import SCRIPTS
-from datastore.redis_store import KeyCodec, RedisStore, decode_value, encode_value
+from datastore.redis_store import RedisStore
 from loadtest.procs import free_port
 from tests import redis_servers
 
@@ -211,7 +213,7 @@ def commandstats(servers: Any) -> dict[str, int]:
 async def test_scripts_are_loaded_once_and_called_by_sha(store: RedisStore, servers: Any) -> None:
     for c in nodes(servers):
         c.config_resetstat()
-        assert all(c.script_exists(*store._sha.values()))
+        assert all(c.script_exists(*store._link.sha.values()))
     for i in range(10):
         await store.put(K, {"n": i})
         await store.operate(K, [ops.incr("n", 1)])
@@ -222,15 +224,24 @@ async def test_scripts_are_loaded_once_and_called_by_sha(store: RedisStore, serv
 
 
 async def test_script_flush_is_recovered_by_reloading(store: RedisStore, servers: Any) -> None:
+    """NOSCRIPT loads the scripts on the node that said it, in the same write as the retried call."""
     await store.put(K, {"n": 1})
     loads = store.stats()["script_loads"]
     for c in nodes(servers):
         c.script_flush()
-    assert await store.put(K, {"n": 2}) == 2  # NOSCRIPT -> SCRIPT LOAD -> EVALSHA again
+        c.config_resetstat()
+    assert await store.put(K, {"n": 2}) == 2  # NOSCRIPT -> SCRIPT LOAD x4 + EVALSHA again
     assert store.stats()["script_loads"] == loads + len(SCRIPTS)
+    assert all(owner(servers, KeyCodec().name(K)).script_exists(*store._link.sha.values()))
     assert (await store.operate(K, [ops.incr("n", 1), ops.read("n")])).bins == {"n": 3}
+    # a key on every node: each node that lost its scripts gets them again, once
+    keys = [Key("test", "players", i) for i in range(60)]
+    for k in keys:
+        await store.put(k, {"i": 1})
     for c in nodes(servers):
-        assert all(c.script_exists(*store._sha.values()))
+        assert all(c.script_exists(*store._link.sha.values()))
+    assert store.stats()["script_loads"] == loads + len(SCRIPTS) * len(nodes(servers))
+    assert commandstats(servers).get("cmdstat_evalsha") == 2 + len(nodes(servers)) + len(keys)
 
 
 async def test_get_many_is_pipelined(
@@ -242,7 +253,7 @@ async def test_get_many_is_pipelined(
     async def no_single_get(*args: Any) -> Any:
         raise AssertionError("get_many must not send one HGETALL per round trip")
 
-    monkeypatch.setattr(store._r, "hgetall", no_single_get)
+    monkeypatch.setattr(store._link.client, "hgetall", no_single_get)
     before = store.stats()["pipelines"]
     recs = await store.get_many(keys)
     assert [r.bins["i"] if r else None for r in recs] == [i // 2 if i % 2 == 0 else None for i in range(100)]
@@ -251,24 +262,22 @@ async def test_get_many_is_pipelined(
 
 async def test_script_arguments_travel_as_one_blob(store: RedisStore, servers: Any) -> None:
     """put and operate send KEYS[1] plus ONE argument (msgpack) whatever the number of bins or ops."""
-    seen: list[tuple[Any, ...]] = []
     for c in nodes(servers):
-        c.config_resetstat()
-    orig = store._r.execute_command
+        c.config_set("slowlog-log-slower-than", 0)  # log every command with its arguments
+        c.slowlog_reset()
     bins = {f"b{i}": i for i in range(50)}
-    if store._pool is None:  # cluster: through execute_command; watch its arguments
-
-        async def spy(*args: Any, **kw: Any) -> Any:
-            seen.append(args)
-            return await orig(*args, **kw)
-
-        store._r.execute_command = spy
-    await store.put(K, bins)
-    await store.operate(K, [ops.incr(f"b{i}", 1) for i in range(50)])
-    st = commandstats(servers)
-    assert st.get("cmdstat_evalsha") == 2
-    if seen:
-        assert [len(a) for a in seen] == [5, 5]  # EVALSHA sha 1 key blob
+    try:
+        await store.put(K, bins)
+        await store.operate(K, [ops.incr(f"b{i}", 1) for i in range(50)])
+        # raw entries [id, time, duration, [argument, ...], ...]: arguments exactly as sent
+        logged = [e[3] for c in nodes(servers) for e in c.execute_command("SLOWLOG", "GET", "128")]
+    finally:
+        for c in nodes(servers):
+            c.config_set("slowlog-log-slower-than", 10000)
+    evalsha = [cmd for cmd in logged if cmd[0].upper() == b"EVALSHA"]
+    assert len(evalsha) == 2
+    for cmd in evalsha:  # EVALSHA sha 1 key blob (slowlog shows at most 32 arguments: many would show)
+        assert len(cmd) == 5 and cmd[2] == b"1" and cmd[3] == KeyCodec().name(K)
     assert (await store.get(K)).bins == {f"b{i}": i + 1 for i in range(50)}
 
 
@@ -285,9 +294,12 @@ async def test_pooled_connections_are_returned_after_errors(store: RedisStore) -
         with pytest.raises(InvalidBinError):
             await store.operate(K, [ops.append("a", 1)])
     await asyncio.gather(*(store.put(Key("test", "players", i), {"i": i}) for i in range(300)))
-    if store._pool is not None:
-        assert not store._pool._in_use_connections
-    assert store._slots.free == 256
+    if store._link._pool is not None:
+        assert not store._link._pool._in_use_connections
+    else:
+        for node in store._link.client.get_primaries():
+            assert len(node._free) == len(node._connections)
+    assert store._link.slots.free == 256
     assert (await store.get(K)).generation == 1
 
 
@@ -305,8 +317,6 @@ async def test_cas_rewriting_the_same_bins_is_two_redis_calls(store: RedisStore,
 
 
 async def test_slots_are_fifo_and_survive_cancellation() -> None:
-    from datastore.redis_store import Slots
-
     slots = Slots(1)
     order: list[int] = []
 

@@ -22,6 +22,8 @@ EXAMPLES: dict[str, m.Message] = {
     "c2s_attack": m.Attack(rid=5, mob=7),
     "c2s_me": m.Me(rid=6),
     "c2s_top": m.Top(rid=7, n=10),
+    "c2s_rooms": m.Rooms(rid=9, room="arena"),
+    "c2s_login_compact": m.Login(rid=1, name="alice", secret=SECRET, tick_format="compact"),
     "c2s_ping": m.Ping(rid=8),
     "c2s_ping_no_rid": m.Ping(),
     # server -> client
@@ -57,12 +59,25 @@ EXAMPLES: dict[str, m.Message] = {
     "s2c_error": m.Error(rid=5, code="out_of_range", message="mob 7 is 80.0 units away (range 64)"),
     "s2c_bye": m.Bye(reason="shutdown"),
     "s2c_redirect": m.Redirect(rid=3, url="ws://node-b.example:8765/ws", token="v1.bm9kZTI.c2lnbmF0dXJl"),
+    # extension: room instances
+    "s2c_rooms": m.RoomList(rid=9, entries=[m.RoomEntry(room="arena", players=8, max_players=8),
+                                            m.RoomEntry(room="arena~2", players=3, max_players=8)]),
+    "s2c_rooms_unlimited": m.RoomList(rid=10, entries=[m.RoomEntry(room="town", players=12)]),
+    "s2c_error_room_full": m.Error(rid=11, code="room_full", message="room arena~2 is full (8 players)"),
+    "s2c_welcome_compact": m.Welcome(
+        rid=1, session="3f2a9c1e", token="v1.c2Vzc2lvbg.c2lnbmF0dXJl", character=CHARACTER, tick_rate=20.0,
+        protocol=1, tick_format="compact",
+    ),
+    "s2c_tick_compact": m.Tick(n=4211, ts=1764129600.125, moved=[(12, 1303, 3100), (13, 1415, 3090)],
+                               joined=[(14, "carol", 3800, 2900)], left=[15], mobs=[(7, 105)]),
+    "s2c_joined_instance": m.Joined(rid=12, room="arena~2", you=3, players=[(3, "alice", 100.0, 100.0)],
+                                    mobs=[], bounds=(200.0, 200.0)),
 }
 
 # Extension (issue 13): numbered server messages and resume with seq. The v1 shapes above stay as they
 # were; each ``<name>_seq`` is ``<name>`` with ``seq`` as its last field, as the server splices it in.
 SEQ_OF = {"s2c_left": 3, "s2c_chat": 41, "s2c_hit": 127, "s2c_xp": 128, "s2c_level_up": 300,
-          "s2c_profile": 65_536, "s2c_top": 7, "s2c_error": 2}
+          "s2c_profile": 65_536, "s2c_top": 7, "s2c_error": 2, "s2c_rooms": 9}
 EXAMPLES.update({f"{name}_seq": EXAMPLES[name].model_copy(update={"seq": seq})
                  for name, seq in SEQ_OF.items()})
 EXAMPLES.update({

@@ -36,9 +36,16 @@ def test_every_example_round_trips_through_its_union(model: m.Message) -> None:
 
 def test_unions_cover_every_type_in_the_protocol() -> None:
     assert set(m.CLIENT_TYPES) == {"login", "resume", "join", "leave", "move", "chat", "attack", "me", "top",
-                                   "ping"}
+                                   "ping", "rooms"}
     assert set(m.SERVER_TYPES) == {"welcome", "joined", "left", "tick", "chat", "hit", "xp", "level_up",
-                                   "profile", "top", "pong", "error", "bye", "redirect"}
+                                   "profile", "top", "pong", "error", "bye", "redirect", "rooms"}
+
+
+def test_instance_ids() -> None:
+    assert [m.instance_number(r) for r in ("arena", "arena~2", "arena~10", "arena~1", "arena~02", "a~x")] == [
+        1, 2, 10, None, None, None]
+    assert m.room_kind("arena~3") == "arena" and m.instance_id("arena", 1) == "arena"
+    assert m.instance_id("arena", 4) == "arena~4"
 
 
 @pytest.mark.parametrize("name", ["abc", "A_b_1", "x" * 16, "___"])
