@@ -187,16 +187,18 @@ class Session:
     them all after the ``joined`` in order, so the client sees welcome, joined, replay, live.
     """
 
-    __slots__ = ("character", "deferred", "ended", "grace_task", "held", "id", "link", "pid", "placing",
-                 "placing_count", "replay", "runner", "seats", "target")
+    __slots__ = ("character", "deferred", "ended", "grace_task", "held", "held_since", "id", "link", "pid",
+                 "placing", "placing_count", "replay", "runner", "seats", "target")
 
     MAX_DEFERRED = 256   # inputs held back behind a pending join; the rate limit keeps this far away
+    MAX_HOLD = 5.0       # seconds a resume holds messages for its joined (one tick, normally); then they go
 
     def __init__(self, session_id: str, character: Character, replay: ReplayBuffer | None = None) -> None:
         self.id = session_id
         self.character = character
         self.replay = replay if replay is not None else ReplayBuffer(ReplayLimits())
         self.held: int | None = None
+        self.held_since = 0.0
         self.link: Link | None = None
         self.runner: RoomRunner | None = None   # room the player is in now
         self.target: RoomRunner | None = None   # room it will be in once queued inputs are applied
@@ -268,6 +270,8 @@ class Session:
         session ended or left this node (another node numbers from where the hand-off stopped)."""
         if self.ended:
             return None
+        if self.held is not None and now - self.held_since > self.MAX_HOLD:
+            self.release()   # the joined never came (room stopped?): do not keep holding, in order
         return self.replay.stamp(body, size, now)
 
     def send(self, body: dict[str, Any]) -> None:
@@ -292,6 +296,7 @@ class Session:
         """A resume told ``seq`` (the last one the client has, or the last one sent when that cannot be
         recovered): keep numbered messages back until ``release``, and everything after ``seq``."""
         self.held = seq
+        self.held_since = time.monotonic()
         self.replay.pin(seq)
 
     def unhold(self) -> None:

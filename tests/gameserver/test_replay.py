@@ -92,3 +92,48 @@ def test_restore_refuses_what_export_did_not_write() -> None:
     for junk in ("", "bm90IG1zZ3BhY2s=", "!!"):
         with pytest.raises(ValueError):
             ReplayBuffer.restore(junk, LIMITS, 0.0)
+
+
+class Sink:
+    """A socket that records what is written to it (the ``Sink`` a transport gives a ``Link``)."""
+
+    def __init__(self) -> None:
+        self.frames: list[bytes | str] = []
+        self.is_open = True
+
+    def send(self, frame: bytes | str) -> None:
+        self.frames.append(frame)
+
+    def send_wire(self, wire: bytes) -> None:
+        raise AssertionError("Session.send writes frames, not wires")
+
+    def backed_up(self) -> bool:
+        return False
+
+    async def drain(self) -> None:
+        return None
+
+    def close(self, code: int, reason: str) -> None:
+        self.is_open = False
+
+
+def test_a_hold_whose_joined_never_comes_is_released_in_order_after_max_hold() -> None:
+    import msgpack
+
+    from gameserver.characters import Character
+    from gameserver.config import LimitsConfig
+    from gameserver.metrics import Metrics
+    from gameserver.session import Link, Session
+
+    sink = Sink()
+    link = Link(sink, LimitsConfig(), Metrics(), 0.0)
+    link.binary = True
+    session = Session("s", Character(name="held", secret="x"), ReplayBuffer(LIMITS))
+    session.link, link.session = link, session
+    session.hold(0)
+    session.send({"t": "chat", "text": "a"})             # held: kept, not written
+    assert sink.frames == [] and session.held == 0
+    session.held_since -= Session.MAX_HOLD + 1.0          # the joined is overdue now
+    session.send({"t": "chat", "text": "b"})
+    assert [(m["seq"], m["text"]) for m in map(msgpack.unpackb, sink.frames)] == [(1, "a"), (2, "b")]
+    assert session.held is None
