@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from shared.codec import compact_tick, encode_raw
 
 from .replay import UNSEQUENCED, replay_frame
-from .seqwire import json_with_seq, msgpack_with_seq, with_seq
+from .seqwire import seq_prefix, seq_tail, with_seq
 from .wsframe import payload_frame, server_frame
 
 if TYPE_CHECKING:
@@ -36,14 +36,15 @@ Frame = bytes | str
 class _Encoded:
     """One body, encoded and framed lazily, once per encoding; numbered copies spliced per receiver."""
 
-    __slots__ = ("body", "frames", "numbered", "payloads", "sent", "sent_bytes", "wires")
+    __slots__ = ("_size", "body", "frames", "numbered", "prefixes", "sent", "sent_bytes", "wires")
 
     def __init__(self, body: dict[str, Any]) -> None:
         self.body = body
         self.numbered = body["t"] not in UNSEQUENCED
         self.frames: dict[bool, Frame] = {}
-        self.payloads: dict[bool, bytes] = {}
+        self.prefixes: dict[bool, bytes] = {}   # the numbered encoding up to the seq value (seqwire)
         self.wires: dict[bool, bytes] = {}
+        self._size = 0
         self.sent = 0            # receivers written directly: metrics
         self.sent_bytes = 0
 
@@ -53,18 +54,12 @@ class _Encoded:
             found = self.frames[binary] = encode_raw(self.body, binary)
         return found
 
-    def payload(self, binary: bool) -> bytes:
-        found = self.payloads.get(binary)
-        if found is None:
-            frame = self.frame(binary)
-            found = self.payloads[binary] = frame.encode() if isinstance(frame, str) else frame
-        return found
-
     def size(self) -> int:
         """Encoded bytes, for the replay buffer's byte bound (whichever encoding was made first)."""
-        for frame in self.frames.values():
-            return len(frame)
-        return len(self.frame(True))
+        if not self._size:
+            frames = self.frames
+            self._size = len(next(iter(frames.values())) if frames else self.frame(True))
+        return self._size
 
     def wire(self, binary: bool) -> bytes:
         """The whole websocket frame, for receivers that get it without ``seq``."""
@@ -74,11 +69,15 @@ class _Encoded:
         return found
 
     def numbered_wire(self, binary: bool, seq: int) -> bytes:
-        """The websocket frame of this body with ``seq``: spliced into the encoded payload."""
-        if "seq" in self.body:
-            return server_frame(encode_raw({**self.body, "seq": seq}, binary))
-        data = self.payload(binary)
-        return payload_frame(msgpack_with_seq(data, seq) if binary else json_with_seq(data, seq), binary)
+        """The websocket frame of this body with ``seq``: the number appended to the prefix encoded once."""
+        prefix = self.prefixes.get(binary)
+        if prefix is None:
+            if "seq" in self.body:   # a room type's own seq field: ours replaces it, encoded in full
+                return server_frame(encode_raw({**self.body, "seq": seq}, binary))
+            frame = self.frame(binary)
+            prefix = self.prefixes[binary] = seq_prefix(frame.encode() if isinstance(frame, str) else frame,
+                                                        binary)
+        return payload_frame(prefix + seq_tail(seq, binary), binary)
 
     def numbered_frame(self, binary: bool, seq: int) -> Frame:
         """The message frame with ``seq``, for a receiver's out queue."""

@@ -48,10 +48,13 @@ class ReplayLimits:
 class ReplayBuffer:
     """The newest numbered messages of one session; see the module docstring."""
 
-    __slots__ = ("_bytes", "_entries", "last", "limits", "lost", "pinned")
+    __slots__ = ("_bytes", "_entries", "_max_age", "_max_bytes", "_max_messages", "last", "limits", "lost",
+                 "pinned")
 
     def __init__(self, limits: ReplayLimits, last: int = 0, *, lost: bool = False) -> None:
         self.limits = limits
+        self._max_messages, self._max_bytes = limits.max_messages, limits.max_bytes
+        self._max_age = limits.max_age
         self.last = last            # the highest seq given so far
         self.lost = lost            # history unknown (the node holding it died): no resume recovers
         self.pinned: int | None = None
@@ -69,16 +72,19 @@ class ReplayBuffer:
     def stamp(self, body: dict[str, Any], size: int, now: float) -> int:
         """Number ``body`` (its encoded ``size`` in bytes counts against ``max_bytes``) and keep it."""
         self.last = seq = self.last + 1
-        if self.limits.max_messages or self.pinned is not None:
-            self._entries.append((seq, body, size, now))
+        entries = self._entries
+        if self._max_messages or self.pinned is not None:
+            entries.append((seq, body, size, now))
             self._bytes += size
-        self._evict(now)
+        if entries and (len(entries) > self._max_messages or self._bytes > self._max_bytes
+                        or entries[0][3] < now - self._max_age):
+            self._evict(now)
         return seq
 
     def _evict(self, now: float) -> None:
-        entries, limits, pinned = self._entries, self.limits, self.pinned
-        cutoff = now - limits.max_age
-        while entries and (len(entries) > limits.max_messages or self._bytes > limits.max_bytes
+        entries, pinned = self._entries, self.pinned
+        cutoff = now - self._max_age
+        while entries and (len(entries) > self._max_messages or self._bytes > self._max_bytes
                            or entries[0][3] < cutoff):
             if pinned is not None and entries[0][0] > pinned:
                 break

@@ -47,13 +47,27 @@ def _map_header(data: bytes) -> tuple[bytes, int]:
     raise ValueError("not a msgpack map")
 
 
-def msgpack_with_seq(data: bytes, seq: int) -> bytes:
-    """An encoded msgpack map with ``seq`` appended as its last entry."""
+def seq_prefix(data: bytes, binary: bool) -> bytes:
+    """The part of a numbered message that does not depend on the number: the encoded map (msgpack:
+    header bumped for one more entry) up to and including the ``seq`` key. ``seq_prefix + seq_tail`` is the
+    whole message; a room-wide message computes the prefix once and only the tail per receiver."""
+    if not binary:
+        return data[:-1] + b',"seq":'
     b0 = data[0]
     if 0x80 <= b0 < 0x8F:   # fixmap of up to 14 entries: every server message but the biggest
-        return b"%c%b\xa3seq%b" % (b0 + 1, data[1:], pack_uint(seq))
+        return b"%c%b\xa3seq" % (b0 + 1, data[1:])
     header, skip = _map_header(data)
-    return b"%b%b\xa3seq%b" % (header, data[skip:], pack_uint(seq))
+    return b"%b%b\xa3seq" % (header, data[skip:])
+
+
+def seq_tail(seq: int, binary: bool) -> bytes:
+    """The number itself and what closes the message (JSON's ``}``)."""
+    return pack_uint(seq) if binary else b"%d}" % seq
+
+
+def msgpack_with_seq(data: bytes, seq: int) -> bytes:
+    """An encoded msgpack map with ``seq`` appended as its last entry."""
+    return seq_prefix(data, True) + pack_uint(seq)
 
 
 def json_with_seq(data: bytes, seq: int) -> bytes:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgpack
 import pytest
 
-from gameserver.seqwire import json_with_seq, msgpack_with_seq, pack_uint, with_seq
+from gameserver.seqwire import json_with_seq, msgpack_with_seq, pack_uint, seq_prefix, seq_tail, with_seq
 from gameserver.wsframe import payload_frame, server_frame
 from shared.codec import encode_raw
 
@@ -30,6 +30,9 @@ def test_splice_is_byte_for_byte_the_full_encode(body: dict, seq: int) -> None:
     assert with_seq(encode_raw(body, True), seq) == want_mp
     assert with_seq(encode_raw(body, False), seq) == want_js
     assert msgpack.unpackb(want_mp)["seq"] == seq
+    # the outbox's form: the prefix once per body and encoding, the tail per receiver
+    assert seq_prefix(encode_raw(body, True), True) + seq_tail(seq, True) == want_mp
+    assert seq_prefix(encode_raw(body, False).encode(), False) + seq_tail(seq, False) == want_js.encode()
 
 
 def test_map32_header_is_bumped() -> None:
