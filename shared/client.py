@@ -536,7 +536,7 @@ class GameClient:
             pending.fut.set_exception(ServerError(msg.code, msg.message, msg.retry_after))
             return
         if t == "welcome":
-            self._on_welcome(msg)
+            self._on_welcome(msg, resumed=pending.t == "resume")
             if pending.wants_joined:
                 pending.welcome = msg
                 self._awaiting_joined = pending
@@ -551,11 +551,11 @@ class GameClient:
             self._character = msg.character
         pending.fut.set_result(msg)
 
-    def _on_welcome(self, msg: m.Welcome) -> None:
+    def _on_welcome(self, msg: m.Welcome, resumed: bool = False) -> None:
         if msg.session != self._session:
             self.seq.reset()
-        if msg.recovered is not None:
-            self.seq.resumed(msg.recovered, msg.replay or 0)
+        if msg.recovered is not None or resumed:   # a resume without seq (or a server without the
+            self.seq.resumed(msg.recovered, msg.replay or 0)   # extension): numbering may go on anywhere
         self._session, self._token, self._character = msg.session, msg.token, msg.character
 
     def _on_joined(self, msg: Any) -> None:

@@ -384,3 +384,19 @@ async def test_without_auto_resume_a_drop_ends_the_iterator(server: FakeServer) 
     assert [msg.t async for msg in client] == ["joined"]
     assert client.closed and client.drops == 0
     await client.close()
+
+
+async def test_resuming_a_session_this_client_never_saw_counts_no_gap(server: FakeServer) -> None:
+    first = await logged_in(server)
+    await first.chat("numbered")
+    assert (await first.expect("chat", timeout=2)).seq == 1
+    token = first.token
+    await first.close()
+    other = await GameClient.connect(server.url, timeout=2.0, keepalive=None)
+    try:
+        await other.resume(token)                    # v1 resume: its numbers go on from the server's
+        await other.chat("next")
+        assert (await other.expect("chat", timeout=2)).seq == 2
+        assert other.seq.failures == 0 and other.seq.last == 2
+    finally:
+        await other.close()
