@@ -123,6 +123,7 @@ class GameServer:
             await self._stopped.wait()
             return
         self.stopping = True
+        grace_ends = time.monotonic() + grace
         self.sessions.stopping = True
         event(log, "stopping", sessions=len(self.registry))
         if self._sweeper is not None:
@@ -132,7 +133,7 @@ class GameServer:
             link.bye("shutdown")
         await self.transport.wait_closed(min(grace, self.config.limits.close_timeout + 1.0))
         await self.rooms.stop_all()
-        await self.grants.drain(grace / 2)
+        await self.grants.drain(grace_ends - time.monotonic())   # waiting grants retry until the grace ends
         await self.sessions.stop()
         self.rooms.dispose_all()
         if self._bg:
@@ -147,9 +148,13 @@ class GameServer:
 
     # -- health and stats ----------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
+        """``/health`` (a readiness probe: HTTP 200 only for ``ok``; docs/reliability.md)."""
         lag = max((r.lag_max() for r in self.runners.values()), default=0.0)
+        store = self.characters.health.report()   # degraded: grants/flushes wait for the datastore
         return {
-            "status": "stopping" if self.stopping else "ok" if self.ready else "starting",
+            "status": "stopping" if self.stopping else "starting" if not self.ready else
+                      "degraded" if store["state"] != "ok" else "ok",
+            "store": store,
             "sessions": len(self.registry),
             "connections": len(self.transport.links),
             "rooms": {name: len(r.members) for name, r in self.runners.items()},

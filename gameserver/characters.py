@@ -34,6 +34,7 @@ from .leaderboard import Leaderboard
 from .loginguard import LoginGuard, LoginThrottled
 from .logs import event
 from .metrics import Metrics
+from .storehealth import StoreHealth
 
 log = logging.getLogger("gameserver.characters")
 
@@ -100,6 +101,8 @@ class CharacterStore:
         self.spawn = spawn                      # room name -> spawn point
         self.live: dict[str, Character] = {}   # characters with a session
         self.shared_ranking: Any = None          # cluster: the ranking every node reads (awaited per grant)
+        self.health = StoreHealth()              # grants and flushes waiting for the store (/health)
+        metrics.store_degraded.set_function(lambda: float(self.health.degraded))
         self._flusher: asyncio.Task[None] | None = None
         auth = config.auth
         self.guard = LoginGuard(auth.login_failures, auth.login_window, auth.login_tracked_names)
@@ -224,13 +227,18 @@ class CharacterStore:
     def release(self, name: str) -> None:
         """Forget a character whose session ended (call after its final flush)."""
         self.live.pop(name, None)
+        self.health.succeeded(f"flush:{name}")   # nothing of it waits for the store any more
 
     # -- XP ----------------------------------------------------------------------------------------
     async def grant_xp(self, name: str, amount: int, grant_id: str) -> GrantResult:
-        """Add ``amount`` XP to ``name`` once per ``grant_id`` (CAS on the record). Store errors propagate.
+        """Add ``amount`` XP to ``name`` once per ``grant_id`` (CAS on the record). Store errors propagate
+        (``UnknownCharacter`` when there is no record); ``gameserver.grants`` decides what to retry.
 
-        Guarantee: when this returns, the record holds the grant with the store's configured durability;
-        calling it again with the same id changes nothing and returns ``applied=False``.
+        Guarantee: when this returns, the record holds the grant with the store's configured durability
+        (with ``replicas=N`` on Redis: confirmed by N replicas); calling it again with the same id changes
+        nothing and returns ``applied=False``, after the store confirmed the record holding it (so a retry
+        after an in-doubt error is acknowledged only once the first write is as durable as a new one).
+        The id is found while it is among the character's last ``persist.recent_grants`` grants.
         """
         keep = self.config.persist.recent_grants
         state: dict[str, Any] = {}
@@ -282,11 +290,14 @@ class CharacterStore:
         packed = ch.packed_data()
         if packed is not None:
             bins["data"] = msgpack.unpackb(packed)   # a snapshot: room code may change ``data`` meanwhile
+        work = f"flush:{ch.name}"
         try:
             await self._timed("put", self.store.put(self.key(ch.name), bins, exists="update"))
-        except Exception:
+        except Exception as exc:
             ch.dirty = True   # try again next period
+            self.health.failed(work, exc)
             raise
+        self.health.succeeded(work)
         if packed is not None:
             ch.saved_data = packed
 

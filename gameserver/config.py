@@ -192,11 +192,33 @@ class StoreConfig(_Section):
 
 
 class PersistConfig(_Section):
+    """Write-behind and XP grants (``gameserver/grants.py``: which errors are retried, and for how long)."""
+
     flush_interval: float = Field(2.0, gt=0, description="write-behind period for position/room/kills")
-    grant_retries: int = Field(5, ge=0, description="store-error retries of one XP grant")
-    grant_backoff: float = Field(0.05, ge=0, description="first retry delay, doubled each retry")
+    grant_retry_for: float = Field(30.0, ge=0, description="seconds one XP grant keeps retrying while the "
+                                   "store fails (outlasts a Redis failover, ~3 s, and a short restart); "
+                                   "then error internal")
+    grant_backoff: float = Field(0.05, gt=0, description="first retry delay; doubled per retry up to "
+                                 "grant_backoff_max, each delay jittered (half of it to all of it)")
+    grant_backoff_max: float = Field(1.0, gt=0, description="longest delay between two tries of a grant")
+    grant_pending_max: int = Field(10_000, ge=1, description="grants not yet stored at once (memory bound); "
+                                   "a grant beyond it gets error internal at once")
     recent_grants: int = Field(64, ge=1, description="grant ids kept per character for idempotency")
     cas_retries: int = Field(16, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and "grant_retries" in data:
+            raise ValueError("persist.grant_retries was replaced by persist.grant_retry_for (seconds a "
+                             "grant keeps retrying)")
+        return data
+
+    @model_validator(mode="after")
+    def _backoff_capped(self) -> PersistConfig:
+        if self.grant_backoff > self.grant_backoff_max:
+            raise ValueError("persist.grant_backoff must be at most persist.grant_backoff_max")
+        return self
 
 
 class ReplayConfig(_Section):

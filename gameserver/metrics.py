@@ -33,8 +33,17 @@ class Metrics:
         self.store_latency = Histogram("gameserver_datastore_op_seconds", "Datastore call latency", ["op"],
                                        buckets=_FAST_BUCKETS, registry=r)
         self.cas_retries = Counter("gameserver_cas_retries", "CAS attempts beyond the first", registry=r)
-        self.grant_failures = Counter("gameserver_xp_grant_failures", "XP grants failed after retries",
+        # XP grants (gameserver/grants.py): started, retries by kind, not stored by why, waiting now
+        self.grants = Counter("gameserver_xp_grants", "XP grants started", registry=r)
+        self.grant_retries = Counter("gameserver_xp_grant_retries", "XP grant tries beyond the first, by "
+                                     "the failed try's kind (failed, in_doubt)", ["kind"], registry=r)
+        self.grant_failures = Counter("gameserver_xp_grant_failures", "XP grants not stored (final error, "
+                                      "gave_up after persist.grant_retry_for, overflow, shutdown)", ["why"],
                                       registry=r)
+        self.grants_pending = Gauge("gameserver_xp_grants_pending", "XP grants not stored yet (in flight or "
+                                    "waiting to retry)", registry=r)
+        self.store_degraded = Gauge("gameserver_store_degraded", "1 while work waits for an unavailable "
+                                    "datastore (/health degraded)", registry=r)
         self.queue_drops = Counter("gameserver_queue_drops", "Dropped queued items by kind", ["kind"],
                                    registry=r)
         self.coalesced_ticks = Counter("gameserver_coalesced_ticks", "Ticks merged for slow sessions",

@@ -2,7 +2,7 @@
 
 ``SessionRegistry`` is the scale-out seam (a Redis-backed registry would track sessions across nodes);
 ``LocalSessionRegistry`` keeps them in this process. Lifecycle decisions (replace, grace expiry) are made by
-``GameServer``; the registry only indexes.
+``gameserver.sessions``; the registry only indexes.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 - ``/ws`` upgrades to a websocket (no permessage-deflate; hard frame cap ``limits.hard_max_bytes``, over
   which websockets closes with 1009); ``/health`` and ``/metrics`` answer over plain HTTP through the
-  ``process_request`` hook; ``gameserver.webui`` answers the web client pages and ``/api/stats``; every
-  other path is 404.
+  ``process_request`` hook; the ``pages`` callable (``gameserver.webui.WebUI``) answers the web client
+  and ``/api/stats``; every other path is 404.
 - Writes never await: frames are serialised once (``gameserver.wsframe``) and ``WsSink.send_wire`` writes
   the same bytes to each open connection's transport now, skipping websockets' per-connection
   re-serialisation (measured: the tick's main cost); a room runner writes a receiver's tick and chat
