@@ -235,6 +235,24 @@ class PersistConfig(_Section):
         return self
 
 
+class ReplayConfig(_Section):
+    """What a session keeps for a ``resume`` with ``seq`` to replay (gameserver.replay); the oldest goes
+    first when any bound is reached, and a resume that needs it answers ``recovered: false``."""
+
+    max_messages: int = Field(256, ge=0, description="numbered messages kept per session (0: none)")
+    max_bytes: int = Field(64 * 1024, ge=0, description="encoded bytes of the kept messages per session")
+    max_age: float | None = Field(None, gt=0, description="seconds a message is kept; None: "
+                                  "auth.grace_seconds + limits.idle_timeout (a drop the server noticed "
+                                  "only by the idle timeout, then the whole grace period)")
+
+    def limits(self, grace: float, idle: float) -> Any:
+        """The ``gameserver.replay.ReplayLimits`` of these settings."""
+        from .replay import ReplayLimits
+
+        age = self.max_age if self.max_age is not None else grace + idle
+        return ReplayLimits(self.max_messages, self.max_bytes, age)
+
+
 class ClusterConfig(_Section):
     """Several nodes sharing one Redis (docs/scale-out.md). Absent: one node, nothing shared."""
 
@@ -274,6 +292,7 @@ class ServerConfig(_Section):
     rooms: tuple[RoomConfig, ...] = Field((), description="empty: the default world (gameserver.game.world)")
     store: StoreConfig = StoreConfig()
     persist: PersistConfig = PersistConfig()
+    replay: ReplayConfig = ReplayConfig()
     cluster: ClusterConfig | None = None
 
     @model_validator(mode="after")

@@ -57,6 +57,11 @@ class Metrics:
                                     ["room"], registry=r)
         self.room_errors = Counter("gameserver_room_errors", "Exceptions raised by room code",
                                    ["room", "hook"], registry=r)
+        self.replayed = Counter("gameserver_replayed_messages", "Messages replayed after a resume with seq",
+                                registry=r)
+        self.resumes = Counter("gameserver_resumes", "Resumes by outcome: recovered (everything after the "
+                               "client's seq replayed), unrecovered (recovered: false), v1 (no seq)",
+                               ["outcome"], registry=r)
         self._in: dict[str, Counter] = {}
         self._out: dict[str, Counter] = {}
 

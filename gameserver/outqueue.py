@@ -48,17 +48,20 @@ class TickAccumulator:
             self.moved.pop(entry, None)
             self.joined.pop(entry, None)
             self.left[entry] = None
+        # Entries are the tick's own lists, shared by every receiver of the tick: kept by reference, never
+        # changed in place (a backed-up link must not copy each entry of a crowded room's ticks).
         for entry in body.get("joined") or ():
             pid = entry[0]
             self.left.pop(pid, None)
             self.moved.pop(pid, None)
-            self.joined[pid] = list(entry)
-        for pid, x, y in body.get("moved") or ():
+            self.joined[pid] = entry
+        for entry in body.get("moved") or ():
+            pid = entry[0]
             joined = self.joined.get(pid)
             if joined is not None:
-                joined[2], joined[3] = x, y
+                self.joined[pid] = [pid, joined[1], entry[1], entry[2]]
             else:
-                self.moved[pid] = [pid, x, y]
+                self.moved[pid] = entry
         for mob, hp in body.get("mobs") or ():
             self.mobs[mob] = hp
         for key, value in body.items():

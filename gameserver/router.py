@@ -100,7 +100,7 @@ class Router:
                   exc_info=(type(exc), exc, exc.__traceback__), error=repr(exc))
         self.metrics.errors.labels(body["code"]).inc()
         if link is not None:
-            link.send(body)
+            _send(link, body)
 
     async def receive(self, link: Link, frame: bytes | str) -> None:
         """Handle one frame from ``link``. Never raises (except cancellation)."""
@@ -178,7 +178,7 @@ class Router:
 
     async def on_resume(self, link: Link, msg: m.Resume) -> None:
         link.compact = msg.tick_format == "compact"
-        await self.sessions.resume(link, msg.token, msg.rid, msg.tick_format)
+        await self.sessions.resume(link, msg.token, msg.rid, msg.tick_format, seq=msg.seq)
 
     async def on_join(self, link: Link, msg: m.Join) -> None:
         session = _session(link)
@@ -199,18 +199,27 @@ class Router:
     async def on_me(self, link: Link, msg: m.Me) -> None:
         ch = _session(link).character
         await self.refresh(ch)
-        link.send(_with_rid({"t": "profile", "character": ch.wire(), "kills": ch.kills}, msg.rid))
+        _send(link, _with_rid({"t": "profile", "character": ch.wire(), "kills": ch.kills}, msg.rid))
 
     async def on_top(self, link: Link, msg: m.Top) -> None:
-        link.send(_with_rid({"t": "top", "entries": await self.top(msg.n)}, msg.rid))
+        _send(link, _with_rid({"t": "top", "entries": await self.top(msg.n)}, msg.rid))
 
     async def on_rooms(self, link: Link, msg: m.Rooms) -> None:
         if msg.room not in self.rooms.types:
             raise RequestError("no_such_room", f"no room {msg.room!r}")
-        link.send(_with_rid({"t": "rooms", "entries": await self.rooms.listing(msg.room)}, msg.rid))
+        _send(link, _with_rid({"t": "rooms", "entries": await self.rooms.listing(msg.room)}, msg.rid))
 
     async def on_ping(self, link: Link, msg: m.Ping) -> None:
         link.send(_with_rid({"t": "pong", "ts": time.time()}, msg.rid))
+
+
+def _send(link: Link, body: dict[str, Any]) -> None:
+    """A reply: through the link's session when it has one (numbered, kept for a resume), else as is."""
+    session = link.session
+    if session is not None:
+        session.send(body)
+    else:
+        link.send(body)
 
 
 def _rid(raw: dict[str, Any]) -> int | None:

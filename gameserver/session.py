@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
@@ -25,6 +26,8 @@ from .errors import RoomBusy, wire_error
 from .logs import event
 from .outqueue import Frame, OutQueue, QueueOverflow
 from .ratelimit import TokenBucket
+from .replay import UNSEQUENCED, ReplayBuffer, ReplayLimits, replay_frame
+from .seqwire import with_seq
 
 if TYPE_CHECKING:
     from .characters import Character
@@ -175,16 +178,27 @@ class Link:
 
 
 class Session:
-    """A logged-in character's session; survives a dropped socket for the grace period."""
+    """A logged-in character's session; survives a dropped socket for the grace period.
 
-    __slots__ = ("character", "deferred", "ended", "grace_task", "id", "link", "pid", "placing",
-                 "placing_count", "runner", "seats", "target")
+    Every message to the session that carries ``seq`` is numbered by ``stamp``, the one place that does
+    (``send`` for replies and notices, ``gameserver.outbox`` for a room's messages), and kept in
+    ``replay`` so a ``resume`` can send what the client missed. Between a resume with ``seq`` and its
+    ``joined``, ``held`` is that seq: numbered messages are kept but not written, and ``release`` writes
+    them all after the ``joined`` in order, so the client sees welcome, joined, replay, live.
+    """
+
+    __slots__ = ("character", "deferred", "ended", "grace_task", "held", "held_since", "id", "link", "pid",
+                 "placing", "placing_count", "replay", "runner", "seats", "target")
 
     MAX_DEFERRED = 256   # inputs held back behind a pending join; the rate limit keeps this far away
+    MAX_HOLD = 5.0       # seconds a resume holds messages for its joined (one tick, normally); then they go
 
-    def __init__(self, session_id: str, character: Character) -> None:
+    def __init__(self, session_id: str, character: Character, replay: ReplayBuffer | None = None) -> None:
         self.id = session_id
         self.character = character
+        self.replay = replay if replay is not None else ReplayBuffer(ReplayLimits())
+        self.held: int | None = None
+        self.held_since = 0.0
         self.link: Link | None = None
         self.runner: RoomRunner | None = None   # room the player is in now
         self.target: RoomRunner | None = None   # room it will be in once queued inputs are applied
@@ -250,7 +264,63 @@ class Session:
             except RoomBusy as exc:   # answered like a direct submit would be
                 self.send(wire_error(exc, rid))
 
+    # -- numbered messages -----------------------------------------------------------------------------
+    def stamp(self, body: dict[str, Any], size: int, now: float) -> int | None:
+        """The next ``seq`` for ``body`` (``size``: its encoded bytes), kept for replay; None once the
+        session ended or left this node (another node numbers from where the hand-off stopped)."""
+        if self.ended:
+            return None
+        if self.held is not None and now - self.held_since > self.MAX_HOLD:
+            self.release()   # the joined never came (room stopped?): do not keep holding, in order
+        return self.replay.stamp(body, size, now)
+
     def send(self, body: dict[str, Any]) -> None:
-        """Reliable send to the current link; dropped while detached (welcome on resume carries state)."""
-        if self.link is not None:
-            self.link.send(body)
+        """Reliable send to the current link, numbered unless ``t`` is one of ``UNSEQUENCED``; kept for
+        a resume (and not written) while detached or held."""
+        link = self.link
+        if body["t"] in UNSEQUENCED:
+            if link is not None:
+                link.send(body)
+            return
+        frame = encode_raw(body, link is None or link.binary is not False)
+        seq = self.stamp(body, len(frame), time.monotonic())
+        if seq is None or link is None or self.held is not None:
+            return
+        if "seq" in body:   # a room type's own ``seq`` field: ours wins, like ``{**body, "seq": seq}``
+            frame = encode_raw({**body, "seq": seq}, link.binary is not False)
+        else:
+            frame = with_seq(frame, seq)
+        link.send_frame(frame, body["t"])
+
+    def hold(self, seq: int) -> None:
+        """A resume told ``seq`` (the last one the client has, or the last one sent when that cannot be
+        recovered): keep numbered messages back until ``release``, and everything after ``seq``."""
+        self.held = seq
+        self.held_since = time.monotonic()
+        self.replay.pin(seq)
+
+    def unhold(self) -> None:
+        """The socket dropped again before the release: everything stays kept for the next resume."""
+        self.held = None
+        self.replay.pin(None)
+
+    def take_held(self, now: float) -> list[tuple[int, dict[str, Any]]]:
+        """End the hold: (seq, body) of every kept message after the held seq, to write now in order."""
+        seq = self.held
+        if seq is None:
+            return []
+        held = self.replay.since(seq, now) or []   # read before unpinning: the bounds apply again after
+        self.unhold()
+        return held
+
+    def release(self) -> None:
+        """End the hold outside a room's flush (no ``joined`` is coming): write the held messages now."""
+        link = self.link
+        held = self.take_held(time.monotonic())
+        if link is None:
+            return
+        binary = link.binary is not False
+        for seq, body in held:
+            link.send_frame(replay_frame(body, seq, binary), body["t"])
+        if held:
+            link.metrics.replayed.inc(len(held))

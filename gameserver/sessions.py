@@ -7,10 +7,14 @@
   is flushed at once, and it ends after ``auth.grace_seconds`` unless resumed.
 - resume: a valid token of a live session takes it over (an open old socket gets ``bye replaced``): same
   session id, ``welcome``, then a fresh ``joined`` of the same room and place. A session registered on
-  another node is adopted: that node hands it off first.
+  another node is adopted: that node hands it off first, with its replay buffer. With the client's last
+  ``seq``, ``welcome`` says ``recovered`` and every kept message after that seq follows the ``joined``
+  (``Session.hold``; ``gameserver.replay``).
 - end: the player leaves its room, the session is forgotten, the character is flushed and released.
 - hand-off: the session leaves this node (its room lives elsewhere, or another node resumes it): detach,
-  flush, mark it in transit in the cluster directory, then ``redirect`` (or ``bye``) its socket.
+  flush, mark it in transit in the cluster directory, leave its replay buffer there for the node that
+  adopts it, then ``redirect`` (or ``bye``) its socket. A node that dies takes its buffers along: the
+  resume elsewhere says ``recovered: false``.
 
 ``SessionManager`` also answers what other nodes ask of this node's sessions (``NodeEvents``).
 """
@@ -18,6 +22,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -28,6 +33,7 @@ from shared.messages import INSTANCE_SEP, instance_id, room_kind
 
 from .errors import BadToken, RequestError
 from .logs import event
+from .replay import ReplayBuffer
 from .session import Link, Session
 
 if TYPE_CHECKING:
@@ -60,6 +66,7 @@ class SessionManager:
         self.spawn = spawn
         self.grace = config.auth.grace_seconds
         self.start_room = config.game.start_room
+        self.replay_limits = config.replay.limits(config.auth.grace_seconds, config.limits.idle_timeout)
         self.stopping = False
 
     # -- helpers -------------------------------------------------------------------------------------
@@ -80,13 +87,16 @@ class SessionManager:
         if self.registry.by_name(name) is None:
             self.characters.release(name)
 
-    def _welcome(self, session: Session, rid: int | None, tick_format: str | None = None) -> dict[str, Any]:
+    def _welcome(self, session: Session, rid: int | None, tick_format: str | None = None,
+                 recovery: dict[str, Any] | None = None) -> dict[str, Any]:
         body = {"t": "welcome", "session": session.id,
                 "token": self.signer.issue(session.id, session.name, time.time()),
                 "character": session.character.wire(), "tick_rate": float(self.config.game.tick_rate),
                 "protocol": 1}
         if tick_format is not None:   # extension, only when asked: a v1 welcome stays byte for byte
             body["tick_format"] = tick_format
+        if recovery:                  # extension, only for a resume with seq
+            body.update(recovery)
         if rid is not None:
             body["rid"] = rid
         return body
@@ -151,6 +161,8 @@ class SessionManager:
         elsewhere = await self.cluster.ensure_room(room)
         if elsewhere is not None:
             await self.cluster.mark_in_transit(name, session_id, room if room != ch.room else "")
+            # nothing was sent yet: the node it is sent to can say recovered: true to seq 0
+            await self.cluster.store_replay(session_id, self._new_replay().export(time.monotonic()))
         if self._gone(link):
             if elsewhere is None:
                 self._unseat(session_id, room)
@@ -173,7 +185,7 @@ class SessionManager:
                 link.session = None
                 old.link = None
             self.replace(old)
-        session = Session(session_id, ch)
+        session = Session(session_id, ch, self._new_replay())
         session.link = link
         link.session = session
         self.registry.add(session)
@@ -194,7 +206,9 @@ class SessionManager:
             self.rooms.release_seat(session, room)
             raise
 
-    async def resume(self, link: Link, token: str, rid: int | None, tick_format: str | None = None) -> None:
+    async def resume(self, link: Link, token: str, rid: int | None, tick_format: str | None = None,
+                     seq: int | None = None) -> None:
+        """``seq``: the last one the client received (None: protocol v1, nothing is replayed)."""
         claims = self.signer.verify(token, time.time())
         session = self.registry.get(claims.session)
         returning = True
@@ -221,8 +235,18 @@ class SessionManager:
             session.grace_task = None
         session.link = link
         link.session = session
-        event(log, "resume", name=session.name, session=session.id)
-        link.send(self._welcome(session, rid, tick_format))
+        event(log, "resume", name=session.name, session=session.id, seq=seq)
+        link.send(self._welcome(session, rid, tick_format, self._recover(session, seq)))
+        try:
+            await self._place_resumed(session, link, returning)
+        except BaseException:
+            if session.link is link:
+                session.release()   # no joined is coming: what was held goes out now, before the error
+            raise
+
+    async def _place_resumed(self, session: Session, link: Link, returning: bool) -> None:
+        """After the ``welcome`` of a resume: a fresh ``joined`` of the room the session is in, or a join of
+        its saved room (here, or a hand-off to the node that runs it)."""
         if session.target is not None:
             session.submit(session.target, "snapshot")
             return
@@ -237,6 +261,37 @@ class SessionManager:
             await self.hand_off(session, room=room, target=owner, rid=None)
             return
         self._enter(session, room, returning and room == ch.room, None)
+
+    def _new_replay(self) -> ReplayBuffer:
+        return ReplayBuffer(self.replay_limits)
+
+    def _recover(self, session: Session, seq: int | None) -> dict[str, Any]:
+        """The ``welcome`` fields of a resume with ``seq`` (``recovered``, ``replay``: how many kept
+        messages follow the ``joined``), holding the session's numbered messages until that ``joined``."""
+        if seq is None:
+            self.metrics.resumes.labels("v1").inc()
+            return {}
+        replay = session.replay
+        kept = replay.since(seq, time.monotonic())
+        if kept is None:
+            event(log, "resume_unrecovered", name=session.name, session=session.id, seq=seq,
+                  first=replay.first, last=replay.last, lost=replay.lost)
+            replay.restart(seq)
+            session.hold(replay.last)
+            self.metrics.resumes.labels("unrecovered").inc()
+            return {"recovered": False, "replay": 0}
+        session.hold(seq)
+        self.metrics.resumes.labels("recovered").inc()
+        return {"recovered": True, "replay": len(kept)}
+
+    def _restore(self, text: str | None) -> ReplayBuffer:
+        """The replay buffer a hand-off left (None: its node died or never left one: history lost)."""
+        if text is not None:
+            try:
+                return ReplayBuffer.restore(text, self.replay_limits, time.monotonic())
+            except ValueError as exc:
+                event(log, "replay_unreadable", level=logging.WARNING, error=str(exc))
+        return ReplayBuffer(self.replay_limits, lost=True)
 
     async def _adopt(self, link: Link, name: str, claims: TokenClaims,
                      rid: int | None) -> tuple[Session, bool] | None:
@@ -261,9 +316,10 @@ class SessionManager:
             raise BadToken("session was replaced")
         if pending:
             ch.room = room
+        replay = self._restore(await self.cluster.take_replay(claims.session))
         event(log, "adopted", node=self.cluster.node_id, name=name,
-              session=claims.session, room=room)
-        session = Session(claims.session, ch)
+              session=claims.session, room=room, kept=len(replay), last=replay.last)
+        session = Session(claims.session, ch, replay)
         return session, not pending
 
     # -- rooms ----------------------------------------------------------------------------------------
@@ -294,6 +350,7 @@ class SessionManager:
         if session is None or session.link is not link:
             return
         session.link = None
+        session.unhold()
         if self.stopping:
             return
         event(log, "detached", name=session.name, session=session.id,
@@ -366,6 +423,7 @@ class SessionManager:
             if bye is not None:
                 link.bye(bye)
         await self.cluster.mark_in_transit(session.name, session.id, room)
+        await self.cluster.store_replay(session.id, session.replay.export(time.monotonic()))
         await self.save(session.character)
         self._release_if_unused(session.name)
         event(log, "handed_off", node=self.cluster.node_id, name=session.name, session=session.id,
@@ -376,11 +434,15 @@ class SessionManager:
     async def stop(self) -> None:
         """Shutdown: every player leaves its room (sockets are already closed)."""
         self.stopping = True
+        now = time.monotonic()
         for session in list(self.registry):
             if session.grace_task is not None:
                 session.grace_task.cancel()
             if session.runner is not None:
                 session.runner.detach(session)
+            if self.cluster.enabled:   # resumable on another node: its messages go along
+                with contextlib.suppress(Exception):
+                    await self.cluster.store_replay(session.id, session.replay.export(now))
 
     # -- XP notices -------------------------------------------------------------------------------------
     def notify(self, name: str, body: dict[str, Any]) -> bool:

@@ -132,7 +132,9 @@ class Transport:
             write_limit=(limits.write_buffer_high, limits.write_buffer_high // 4),
             close_timeout=limits.close_timeout,
             open_timeout=limits.open_timeout,
-            ping_interval=20, ping_timeout=20,
+            # No websockets keepalive task per connection: the protocol's own idle timeout (``bye idle``
+            # after ``limits.idle_timeout`` without a frame; clients ping when idle) finds dead peers.
+            ping_interval=None, ping_timeout=None,
             server_header="gameserver",
             backlog=limits.listen_backlog,
         )
@@ -189,6 +191,12 @@ class Transport:
             sock = conn.transport.get_extra_info("socket")
             if sock is not None:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, limits.socket_send_buffer)
+        # The handshake is over: its request headers and response are not needed any more and would stay
+        # alive as long as the connection (~2 KB per idle player). websockets reads ``request`` as "the
+        # handshake happened", so a bare one stays.
+        if conn.request is not None:
+            conn.request = Request(conn.request.path, Headers())
+        conn.response = None
         sink = WsSink(conn, limits.write_buffer_high)
         link = Link(sink, limits, metrics, time.monotonic())
         self.links.add(link)

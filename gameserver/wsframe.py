@@ -18,9 +18,13 @@ OP_BINARY = 0x82   # FIN + binary
 def server_frame(message: bytes | str) -> bytes:
     """The wire bytes of one unfragmented, unmasked frame: text for ``str``, binary for ``bytes``."""
     if isinstance(message, str):
-        data, first = message.encode(), OP_TEXT
-    else:
-        data, first = bytes(message), OP_BINARY
+        return payload_frame(message.encode(), False)
+    return payload_frame(bytes(message), True)
+
+
+def payload_frame(data: bytes, binary: bool) -> bytes:
+    """``server_frame`` of a payload given as bytes (UTF-8 JSON when not ``binary``)."""
+    first = OP_BINARY if binary else OP_TEXT
     n = len(data)
     if n < 126:
         header = bytes((first, n))

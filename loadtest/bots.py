@@ -6,6 +6,10 @@ Bot `i` is named `bot0001`, `bot0002`, ... with a secret derived from its name (
 secret), so reruns log back into the same characters. All decisions of bot `i` come from
 `random.Random(f"{seed}:{i}")`. Every loop ends at the deadline or when `stop_event` is set.
 
+Drops: the client resumes by itself with its last `seq` (the server replays what the session missed);
+the bot resumes (or logs in again) only when the client gave up. Replayed messages and resumes answered
+`recovered: false` are counted; a gap without that announcement, or a message seen twice, is an error.
+
 In-process use (demo, tests): `report = await run_bots(url, players, duration, room, seed)`.
 """
 
@@ -76,6 +80,8 @@ class BotStats:
     relogins: int = 0
     drops: int = 0
     refused: int = 0  # logins the server turned away (busy / server_full) that the bot waited out
+    replayed: int = 0
+    unrecovered: int = 0
     sent: int = 0
     received: int = 0
     attacks: int = 0
@@ -113,6 +119,8 @@ class BotReport:
     drops: int
     refused: int
     errors: list[str]
+    replayed: int = 0
+    unrecovered: int = 0
 
     @property
     def ok(self) -> bool:
@@ -140,6 +148,8 @@ class BotReport:
             drops=sum(s.drops for s in stats),
             refused=sum(s.refused for s in stats),
             errors=[f"{s.name}: {e}" for s in stats for e in s.errors],
+            replayed=sum(s.replayed for s in stats),
+            unrecovered=sum(s.unrecovered for s in stats),
         )
 
     def format(self) -> str:
@@ -153,6 +163,7 @@ class BotReport:
             f"chat: {self.chats} sent; ping: {self.pings} rtt p50 {self.rtt_p50_ms:.1f} ms "
             f"p99 {self.rtt_p99_ms:.1f} ms",
             f"reconnects: {self.drops} drops, {self.resumes} resumed, {self.relogins} re-logins; "
+            f"{self.replayed} messages replayed, {self.unrecovered} resumes unrecovered",
             f"logins refused (busy / server_full, waited out): {self.refused}",
             f"unexpected errors: {len(self.errors)}",
         ]
@@ -220,8 +231,10 @@ class Bot:
                 except (TimeoutError, ConnectionError, OSError, ConnectionClosed, InvalidHandshake) as exc:
                     if self.done():
                         break
-                    self.stats.drops += 1
                     self.stats.online = False
+                    if self.client is not None and not self.client.closed:
+                        continue  # the client is resuming by itself (it counts that drop)
+                    self.stats.drops += 1
                     log.debug("%s: connection lost (%r), reconnecting", self.name, exc)
                     await self._sleep(backoff * (0.5 + self.rng.random()))
                     backoff = min(backoff * 2, 5.0)
@@ -250,6 +263,17 @@ class Bot:
         if client is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(client.close(), 3.0)
+            self._count_seq(client)
+
+    def _count_seq(self, client: GameClient) -> None:
+        """Fold the client's own resumes and seq checks into the bot's stats (once per client)."""
+        s, seq = self.stats, client.seq
+        s.drops += client.drops
+        s.resumes += client.resumes
+        s.replayed += seq.replayed
+        s.unrecovered += seq.unrecovered
+        if seq.failures:
+            s.error(f"seq: {seq.summary()}")
 
     async def _call(self, coro: Any) -> Any:
         """Await one request (the client bounds it by its timeout), counting it both ways."""
@@ -270,7 +294,7 @@ class Bot:
                                               retry_refused=left)   # waits out busy / server_full
             self.client = client
             await self._login(client)
-        else:
+        elif client.closed:
             self.stats.sent += 1
             try:
                 await client.reconnect()

@@ -279,7 +279,11 @@ class Reactor:
             self._readable(ws.fd, read=False)
 
     def unregister(self, ws: WSClient) -> None:
-        if self.conns.pop(ws.fd, None) is not None:
+        """Stop reading ``ws``; a no-op when its fd number now belongs to another connection (a closed
+        socket's number is reused by the next one opened: unregistering by number would orphan it)."""
+        entry = self.conns.get(ws.fd)
+        if entry is not None and entry[0] is ws:
+            del self.conns[ws.fd]
             with contextlib.suppress(OSError, ValueError):
                 self.ep.unregister(ws.fd)
 

@@ -15,6 +15,13 @@ came, `bye:<reason>` and `closed:<code>` for sessions the server ended. A login 
 `busy` / `server_full` is its own success entry (`login:busy`, `login:server_full`): the user keeps its
 socket, pings, and logs in again after the server's `retry_after` x 1.0-1.5 (`shared.retry`).
 
+Resume: a dropped socket (closed without a `bye`) is resumed on a new one with the session's token and its
+last `seq` (`resume`; `resume:bad_token` when the grace period was over, then a fresh login). Every message
+the server replays counts as `replayed`, a `recovered: false` answer as `resume:unrecovered`; a `seq` seen
+twice (`seq:duplicate`) or skipped without that announcement (`seq:gap`) is a failure.
+`--drop-every S` (env GAME_DROP_EVERY) makes each user cut its own socket every ~S seconds (a TCP reset:
+the server sees a drop), to exercise exactly that; its own cuts count as `drop`, not as failures.
+
 Options (also in the web UI): `--profile busy|casual` (locust's own option; or `--game-profile`, env
 GAME_PROFILE), `--room forest` (env GAME_ROOM;
 comma-separated list: each user picks one), `--ws-path /ws`.
@@ -22,10 +29,13 @@ comma-separated list: each user picks one), `--ws-path /ws`.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import os
 import random
+import socket
+import struct
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -38,6 +48,7 @@ from loadtest.locust_client import Reactor, WSClient, WSClosed, tick_ts
 from loadtest.profiles import PROFILES, Profile, secret_for, select_profile, unique_name
 from shared.codec import decode_server, encode_raw
 from shared.retry import REFUSAL_CODES, refusal_delay
+from shared.seq import SeqTracker
 
 NORMAL_ATTACK_ERRORS = frozenset({"out_of_range", "cooldown", "no_such_mob"})
 REQUEST_TIMEOUT = 10.0
@@ -66,6 +77,8 @@ def _add_arguments(parser: Any) -> None:
         include_in_web_ui=True,
     )
     parser.add_argument("--ws-path", default=os.environ.get("GAME_WS_PATH", "/ws"), help="websocket path")
+    parser.add_argument("--drop-every", type=float, default=float(os.environ.get("GAME_DROP_EVERY") or 0),
+                        help="cut each user's socket every ~S seconds to exercise resume (0: never)")
 
 
 class GamePlayer(User):
@@ -95,6 +108,15 @@ class GamePlayer(User):
         self.connect_failures = 0
         self.refusals = 0  # busy / server_full answers in a row (reset once in)
         self.refused_for: float | None = None  # delay the last login refusal asked for
+        # session: resumed after a drop with the last seq
+        self.token: str | None = None
+        self.session: str | None = None
+        self.seq = SeqTracker()
+        self.resumable = False  # the last socket dropped (no bye): resume rather than log in
+        self.cutting = False  # the user cut its own socket (--drop-every)
+        drop_every = float(getattr(opts, "drop_every", 0.0) or 0.0)
+        self.drop_every = drop_every
+        self.next_drop = time.monotonic() + self.rng.uniform(0.5, 1.5) * drop_every if drop_every else 0.0
         # world state
         self.you = -1
         self.x = self.y = 0.0
@@ -145,6 +167,10 @@ class GamePlayer(User):
             self.wait = 0.5
             return
         self._expire_pending(now)
+        if self.drop_every and now >= self.next_drop:
+            self.next_drop = now + self.rng.uniform(0.5, 1.5) * self.drop_every
+            self._cut()
+            return
         p = self.profile
         if now >= self.phase_end:
             self._new_phase(now)
@@ -246,8 +272,34 @@ class GamePlayer(User):
             request_type="WS", name=name, response_time=ms, response_length=length, exception=exc, context={}
         )
 
+    def _cut(self) -> None:
+        """Reset our own TCP connection (no close frame: the server sees a dropped socket)."""
+        ws = self.ws
+        if ws is None:
+            return
+        self.cutting = True
+        with contextlib.suppress(OSError):
+            ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        Reactor.get().unregister(ws)
+        self._on_closed(ws, WSClosed(1006, "cut by the user"))
+        self.ws = None
+        ws.closed = True
+        with contextlib.suppress(OSError):
+            ws.sock.close()
+
+    def _resume(self) -> bool:
+        """After a drop: resume with the token and last seq; False when the server refused it."""
+        t0 = time.perf_counter()
+        welcome = self._call("resume", {"t": "resume", "token": self.token, "seq": self.seq.last})
+        if welcome is None or welcome.get("t") != "welcome":
+            return False
+        if welcome.get("recovered") is False:
+            self._fire("resume:unrecovered", (time.perf_counter() - t0) * 1000)
+        return True
+
     def _connect(self) -> None:
-        """Connect, login and join; on any failure report it and retry later from `play`."""
+        """Connect, resume (after a drop) or log in, and join; on any failure report it and retry later from
+        `play`."""
         self._teardown()
         # exponential backoff with jitter: an overloaded server must not face a synchronized retry storm
         backoff = min(30.0, 1.0 * 2 ** min(self.connect_failures, 5))
@@ -270,15 +322,20 @@ class GamePlayer(User):
         after the server's `retry_after` x 1.0-1.5 (`login:busy` / `login:server_full`: not failures)."""
         self.room_joined = AsyncResult()
         self.refused_for = None
-        welcome = self._call("login", {"t": "login", "name": self.name, "secret": self.secret})
-        if welcome is None:
-            if self.refused_for is not None:
-                self.connect_failures = 0
-                self.next_connect = time.monotonic() + self.refused_for
-                self.next_ping = time.monotonic() + self.profile.ping_every
+        resumed = self.resumable and self.token is not None and self._resume()
+        self.resumable = False
+        if not resumed:
+            if self.ws is None:   # the resume's socket closed under it
                 return
-            self._teardown()
-            return
+            welcome = self._call("login", {"t": "login", "name": self.name, "secret": self.secret})
+            if welcome is None:
+                if self.refused_for is not None:   # refused for now: keep the socket, come back later
+                    self.connect_failures = 0
+                    self.next_connect = time.monotonic() + self.refused_for
+                    self.next_ping = time.monotonic() + self.profile.ping_every
+                    return
+                self._teardown()
+                return
         # the protocol sends `joined` (no rid) right after `welcome`: wait for it, so that our own join
         # is not raced by the server's placement into the character's saved room
         try:
@@ -288,7 +345,9 @@ class GamePlayer(User):
                        TimeoutError("no joined after welcome"))
             self._teardown()
             return
-        joined = self._call("join", {"t": "join", "room": self.room})
+        joined = self.room_joined.get() if resumed else None
+        if not resumed or joined is None or joined.get("room") != self.room:
+            joined = self._call("join", {"t": "join", "room": self.room})
         if joined is None:
             self._teardown()
             return
@@ -373,15 +432,49 @@ class GamePlayer(User):
         if ws is not self.ws:
             return
         self.ready = False
-        if not self.stopping:
+        self.resumable = exc.code == 1006 and not self.stopping   # dropped, not closed by the server
+        if self.cutting:
+            self.cutting = False
+            self._fire("drop", 0)
+            self.next_connect = time.monotonic()
+            self.connect_failures = 0
+        elif not self.stopping:
             self._fire(f"closed:{exc.code}", 0, 0, exc)
         for rid, (_name, _t0, result) in list(self.pending.items()):
             if result is not None:
                 result.set(None)
                 self.pending.pop(rid, None)
 
+    def _check_seq(self, seq: Any, length: int) -> bool:
+        """Track a numbered message; False for a duplicate (dropped). Gaps and duplicates are failures."""
+        if type(seq) is not int:
+            return True
+        tracker = self.seq
+        gaps, replayed = tracker.gaps, tracker.replayed
+        if not tracker.accept(seq):
+            exc = RuntimeError(f"seq {seq} seen twice ({tracker.summary()})")
+            self._fire("seq:duplicate", 0, length, exc)
+            return False
+        if tracker.gaps > gaps:
+            self._fire("seq:gap", 0, length, RuntimeError(f"seq {seq} after a gap ({tracker.summary()})"))
+        if tracker.replayed > replayed:
+            self._fire("replayed", 0, length)
+        return True
+
+    def _on_welcome(self, msg: dict[str, Any]) -> None:
+        if msg.get("session") != self.session:
+            self.seq.reset()
+        self.session, self.token = msg.get("session"), msg.get("token")
+        recovered = msg.get("recovered")
+        if recovered is not None:
+            self.seq.resumed(bool(recovered), int(msg.get("replay") or 0))
+
     def _on_message(self, msg: dict[str, Any], length: int) -> None:
         t = msg.get("t")
+        if not self._check_seq(msg.get("seq"), length):
+            return
+        if t == "welcome":
+            self._on_welcome(msg)
         if t == "tick":
             age = (time.time() - float(msg.get("ts", 0.0))) * 1000.0
             self._fire("tick_age", max(age, 0.0), length)
@@ -408,6 +501,8 @@ class GamePlayer(User):
                         code, float(retry_after) if isinstance(retry_after, int | float) else None,
                         self.refusals, self.rng)
                     self.refusals += 1
+                elif name == "resume" and code == "bad_token":   # the grace period was over: log in again
+                    self._fire("resume:bad_token", ms, length)
                 elif name == "attack" and code in NORMAL_ATTACK_ERRORS:
                     self._fire(f"attack:{code}", ms, length)
                     if code == "no_such_mob" and extra:

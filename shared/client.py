@@ -7,8 +7,15 @@ fire-and-forget requests, the ``joined`` after a ``welcome``) goes to a bounded 
 before anything reaches the inbox, so it is exact even when the inbox drops ticks.
 
 Errors: an ``error`` reply raises :class:`ServerError`; no reply within ``timeout`` raises
-``TimeoutError``; a lost socket fails the requests sent on it with :class:`ConnectionLost` and ends
-the iterator (``reconnect()`` resumes the session on a new socket).
+``TimeoutError``; a lost socket fails the requests sent on it with :class:`ConnectionLost`.
+
+Resume without losing a message: the client keeps the last ``seq`` it got (``client.seq``, a
+:class:`~shared.seq.SeqTracker`: duplicates are dropped, replayed messages and any gap are counted). When a
+socket drops (closed without a close frame from the server, no ``bye``), it resumes by itself with that
+``seq`` on a new socket, with jittered backoff (``auto_resume``, ``resume_attempts``): the iterator goes
+on with the messages replayed after the ``joined``, then live ones. It ends when the server said ``bye``
+or closed the socket, when the resume is refused (``bad_token``) or every attempt failed; ``reconnect()``
+resumes explicitly.
 """
 
 from __future__ import annotations
@@ -17,18 +24,20 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import random
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from . import messages as m
 from .codec import COMPACT, COMPACT_SCALE, decode_server, encode_raw, parse_frame
 from .errors import ProtocolError
 from .retry import refusal_delay
+from .seq import SeqTracker
 
 log = logging.getLogger("shared.client")
 
@@ -38,6 +47,9 @@ DEFAULT_KEEPALIVE = 15.0  # the server's idle timeout defaults to 30 s
 DEFAULT_RETRY_REFUSED = 30.0  # seconds login() keeps retrying busy / server_full
 MAX_SERVER_FRAME = 16 * 2**20  # a `joined` in a crowded room is big; bounded anyway
 MAX_REDIRECT_HOPS = 4  # a resume that is redirected again follows on, up to this many nodes
+DEFAULT_RESUME_ATTEMPTS = 6  # after a drop: ~0.1 + 0.2 + ... + 2 s of backoff, well within the grace
+RESUME_BACKOFF = 0.1
+RESUME_BACKOFF_MAX = 2.0
 
 
 class ServerError(Exception):
@@ -122,15 +134,22 @@ class World:
 
 
 class _Conn:
-    """One socket and its reader; ``stale`` once replaced (its non-reply messages are dropped)."""
+    """One socket and its reader; ``stale`` once replaced (its non-reply messages are dropped, and its
+    numbered ones too: the resume on the new socket replays them); ``bye`` once the server said it."""
 
-    __slots__ = ("compact", "reader", "stale", "ws")
+    __slots__ = ("bye", "compact", "reader", "stale", "ws")
 
     def __init__(self, ws: ClientConnection) -> None:
         self.ws = ws
         self.reader: asyncio.Task[None] | None = None
         self.stale = False
+        self.bye = False
         self.compact = False   # the server confirmed compact ticks on this socket (welcome.tick_format)
+
+    @property
+    def dropped(self) -> bool:
+        """Ended without the server's close frame (a cut connection, not a close)."""
+        return not self.bye and self.ws.protocol.close_rcvd is None
 
 
 @dataclass(eq=False)
@@ -194,12 +213,18 @@ class GameClient:
         self, url: str, *, binary: bool = True, follow_redirects: bool = True,
         timeout: float = DEFAULT_TIMEOUT, queue_size: int = DEFAULT_QUEUE_SIZE,
         keepalive: float | None = DEFAULT_KEEPALIVE, tick_format: str | None = COMPACT,
+        auto_resume: bool = True, resume_attempts: int = DEFAULT_RESUME_ATTEMPTS,
         retry_refused: float = DEFAULT_RETRY_REFUSED,
     ) -> None:
         self.url = url
         self.tick_format = tick_format   # "compact" (the default): a third of the tick bytes; None: v1
+        self.auto_resume = auto_resume
+        self.resume_attempts = resume_attempts
         self.retry_refused = retry_refused
         self.refusals = 0  # busy / server_full answers login() waited out
+        self.seq = SeqTracker()  # last seq, replayed / gaps / duplicates counted
+        self.drops = 0  # sockets that dropped under a session
+        self.resumes = 0  # resumes after a drop done by the client itself
         self.binary = binary
         self.follow_redirects = follow_redirects
         self.timeout = timeout
@@ -231,26 +256,28 @@ class GameClient:
         cls, url: str, *, binary: bool = True, follow_redirects: bool = True,
         timeout: float = DEFAULT_TIMEOUT,  # noqa: ASYNC109 (a client setting, applied per request)
         queue_size: int = DEFAULT_QUEUE_SIZE, keepalive: float | None = DEFAULT_KEEPALIVE,
-        tick_format: str | None = COMPACT, retry_refused: float = DEFAULT_RETRY_REFUSED,
+        tick_format: str | None = COMPACT, auto_resume: bool = True,
+        resume_attempts: int = DEFAULT_RESUME_ATTEMPTS, retry_refused: float = DEFAULT_RETRY_REFUSED,
     ) -> GameClient:
         """Open the websocket (no login yet). ``binary`` picks msgpack frames, else JSON text.
         ``tick_format``: ``"compact"`` asks for ticks with integer positions (expanded back to units
-        here, so ticks read the same either way); None keeps protocol v1's ticks.
-        ``retry_refused``: for how many seconds ``login`` waits out ``busy`` / ``server_full`` refusals
-        (0: raise the first one as :class:`ServerError`)."""
+        here, so ticks read the same either way); None keeps protocol v1's ticks. ``auto_resume``: resume
+        by itself after a drop (see the module docstring). ``retry_refused``: for how many seconds
+        ``login`` waits out ``busy`` / ``server_full`` refusals (0: raise the first as ``ServerError``)."""
         client = cls(url, binary=binary, follow_redirects=follow_redirects, timeout=timeout,
                      queue_size=queue_size, keepalive=keepalive, tick_format=tick_format,
-                     retry_refused=retry_refused)
+                     auto_resume=auto_resume, resume_attempts=resume_attempts, retry_refused=retry_refused)
         await client._open(url)
         client._ready.set()
         client._start_keepalive()
         return client
 
     async def reconnect(self) -> m.Welcome:
-        """Open a new socket to the same url and resume with the last token (e.g. after a drop).
+        """Open a new socket to the same url and resume with the last token and ``seq`` (e.g. after a
+        drop): what the session was sent meanwhile follows the ``joined``.
 
-        Returns the new ``welcome`` (same ``session``); raises :class:`ServerError` ``bad_token``
-        when the session's grace period is over.
+        Returns the new ``welcome`` (same ``session``, ``recovered``); raises :class:`ServerError`
+        ``bad_token`` when the session's grace period is over.
         """
         if self._token is None:
             raise RuntimeError("nothing to resume: log in first")
@@ -263,7 +290,8 @@ class GameClient:
                 self._spawn(old.ws.close())
             try:
                 new = await self._open(self.url)
-                welcome, _ = await self._request(self._resume_msg(self._token), wants_joined=True, conn=new)
+                welcome, _ = await self._request(self._resume_msg(self._token, self.seq.last),
+                                                 wants_joined=True, conn=new)
             except ServerError:
                 self._ready.set()  # the new socket stays usable, e.g. for a fresh login
                 raise
@@ -338,13 +366,14 @@ class GameClient:
             log.info("login refused, retrying in %.1f s", delay)
             await asyncio.sleep(delay)
 
-    async def resume(self, token: str) -> m.Welcome:
-        """Resume a session on this socket; returns the ``welcome`` once its ``joined`` arrived."""
-        welcome, _ = await self._request(self._resume_msg(token), wants_joined=True)
+    async def resume(self, token: str, seq: int | None = None) -> m.Welcome:
+        """Resume a session on this socket; returns the ``welcome`` once its ``joined`` arrived.
+        ``seq``: the last one received of that session (0: none); without it nothing is replayed."""
+        welcome, _ = await self._request(self._resume_msg(token, seq), wants_joined=True)
         return welcome
 
-    def _resume_msg(self, token: str) -> m.Resume:
-        return m.Resume(token=token, tick_format=self.tick_format)
+    def _resume_msg(self, token: str, seq: int | None = None) -> m.Resume:
+        return m.Resume(token=token, tick_format=self.tick_format, seq=seq)
 
     async def join(self, room: str) -> m.Joined:
         """Enter ``room``; follows a ``redirect`` to the owning node when ``follow_redirects``."""
@@ -497,6 +526,11 @@ class GameClient:
         if t == "redirect":
             self._on_redirect(conn, msg)
             return
+        seq = getattr(msg, "seq", None)
+        if type(seq) is int and (conn.stale or not self.seq.accept(seq)):
+            return  # a stale socket's: the resume replays it; a duplicate: counted and dropped
+        if t == "bye":
+            conn.bye = True
         if msg.rid is not None:
             self._on_reply(msg)
             return
@@ -525,7 +559,7 @@ class GameClient:
             pending.fut.set_exception(ServerError(msg.code, msg.message, msg.retry_after))
             return
         if t == "welcome":
-            self._on_welcome(msg)
+            self._on_welcome(msg, resumed=pending.t == "resume")
             if pending.wants_joined:
                 pending.welcome = msg
                 self._awaiting_joined = pending
@@ -540,7 +574,11 @@ class GameClient:
             self._character = msg.character
         pending.fut.set_result(msg)
 
-    def _on_welcome(self, msg: m.Welcome) -> None:
+    def _on_welcome(self, msg: m.Welcome, resumed: bool = False) -> None:
+        if msg.session != self._session:
+            self.seq.reset()
+        if msg.recovered is not None or resumed:   # a resume without seq (or a server without the
+            self.seq.resumed(msg.recovered, msg.replay or 0)   # extension): numbering may go on anywhere
         self._session, self._token, self._character = msg.session, msg.token, msg.character
 
     def _on_joined(self, msg: Any) -> None:
@@ -576,12 +614,14 @@ class GameClient:
             self.redirects += 1
             try:
                 url, token = msg.url, msg.token
+                if pending is not None and pending.t == "login":
+                    self.seq.reset()  # the new session's first message will be 1
                 for _hop in range(MAX_REDIRECT_HOPS):
                     self.url = url
                     new = await self._open(url)
                     try:
-                        welcome, joined = await self._request(self._resume_msg(token), wants_joined=True,
-                                                              conn=new)
+                        welcome, joined = await self._request(self._resume_msg(token, self.seq.last),
+                                                              wants_joined=True, conn=new)
                         break
                     except Redirected as again:
                         self._spawn(new.ws.close())
@@ -613,6 +653,60 @@ class GameClient:
     def _conn_ended(self, conn: _Conn) -> None:
         self._fail_pending(conn, ConnectionLost("connection closed before the reply"))
         if conn is self._conn and not conn.stale:
+            if (self.auto_resume and conn.dropped and self._token is not None and not self._user_closed
+                    and not self._switch.locked() and self.resume_attempts > 0):
+                self.drops += 1
+                self._ready.clear()
+                self._spawn(self._auto_resume(conn))
+                return
+            self._lost()
+
+    async def _auto_resume(self, old: _Conn) -> None:
+        """The socket dropped: resume on a new one with the last seq, retrying with jittered backoff;
+        the iterator ends only when that fails for good."""
+        async with self._switch:
+            old.stale = True
+            delay = RESUME_BACKOFF
+            for attempt in range(self.resume_attempts):
+                if self._user_closed:
+                    return
+                if attempt:
+                    await asyncio.sleep(delay * (0.5 + random.random()))
+                    delay = min(delay * 2, RESUME_BACKOFF_MAX)
+                new: _Conn | None = None
+                try:
+                    url, token = self.url, self._token
+                    assert token is not None
+                    for _hop in range(MAX_REDIRECT_HOPS):
+                        new = await self._open(url)
+                        try:
+                            await self._request(self._resume_msg(token, self.seq.last), wants_joined=True,
+                                                conn=new)
+                            break
+                        except Redirected as again:  # the room lives on another node: resume there
+                            new.stale = True
+                            self._spawn(new.ws.close())
+                            url, token = again.url, again.token
+                            self.url = url
+                            self.redirects += 1
+                    else:
+                        raise ConnectionLost(f"more than {MAX_REDIRECT_HOPS} redirects in a row")
+                except ServerError as exc:  # bad_token: the grace period is over
+                    log.info("resume after a drop refused: %s", exc)
+                    break
+                except (OSError, ConnectionError, TimeoutError, InvalidHandshake, ConnectionClosed) as exc:
+                    log.debug("resume attempt %d failed: %r", attempt + 1, exc)
+                    if new is not None:
+                        new.stale = True
+                        self._spawn(new.ws.close())
+                    continue
+                self.resumes += 1
+                self._ready.set()
+                self._start_keepalive()
+                return
+            if new is not None:
+                new.stale = True
+                self._spawn(new.ws.close())
             self._lost()
 
     def _lost(self) -> None:

@@ -5,7 +5,9 @@ Guarantees:
   an integer is accepted where a number is expected (JSON and msgpack clients write ``5`` for ``5.0``);
 - every limit of the protocol is checked here (names, secrets, chat text, ``top.n``, ``rid`` range);
 - unknown extra fields are ignored (forward compatibility); ``None`` fields are left out on encode;
-- list-of-lists fields keep the wire shape (``moved`` is ``[[id, x, y], ...]``), as tuples in Python.
+- list-of-lists fields keep the wire shape (``moved`` is ``[[id, x, y], ...]``), as tuples in Python;
+- extension: server messages other than ``UNSEQUENCED_TYPES`` carry ``seq`` (per session, 1, 2, 3 ...), and
+  ``resume`` may carry the last one received (``welcome`` then says ``recovered``).
 
 ``ClientMessage`` / ``ServerMessage`` are discriminated unions on ``t``; ``CLIENT_TYPES`` and
 ``SERVER_TYPES`` map ``t`` to the model class (the codec validates against the class directly).
@@ -59,6 +61,9 @@ Secret = Annotated[str, Strict(), StringConstraints(min_length=SECRET_MIN, max_l
 ChatText = Annotated[str, Strict(), StringConstraints(min_length=CHAT_MIN, max_length=CHAT_MAX)]
 RoomName = Annotated[str, Strict(), StringConstraints(min_length=1, max_length=ROOM_MAX)]
 Rid = Int | None
+Seq = Annotated[int, Strict(), Field(ge=1, le=UINT64_MAX)] | None
+"""``seq`` of a server message: 1 for a session's first numbered message, +1 for each next one; every
+type but ``tick``, ``pong``, ``welcome``, ``joined``, ``bye`` and ``redirect`` carries it (extension)."""
 
 # Containers are lax (a tuple or list builds a list) so server code may pass either; their items
 # stay strict. Off the wire only lists arrive, so this changes nothing for decoding.
@@ -129,11 +134,15 @@ class Login(Message):
 
 
 class Resume(Message):
-    """Take a session back with the token of its last ``welcome``; answered like ``login``."""
+    """Take a session back with the token of its last ``welcome``; answered like ``login``.
+
+    ``seq`` (extension): the highest ``seq`` received; the ``welcome`` then says ``recovered`` and every
+    message after it that the server still keeps follows the ``joined``. Without it: v1, nothing replayed."""
 
     t: Literal["resume"] = "resume"
     token: Annotated[str, Strict(), StringConstraints(min_length=1, max_length=1024)]
     tick_format: TickFormat | None = None
+    seq: Count | None = None
 
 
 class Join(Message):
@@ -208,6 +217,11 @@ class Welcome(Message):
     tick_rate: Annotated[float, Strict(), Field(gt=0, allow_inf_nan=False)]
     protocol: Annotated[int, Strict(), Field(ge=1)] = PROTOCOL_VERSION
     tick_format: TickFormat | None = None   # extension: echoed when the request asked for one
+    recovered: bool | None = None
+    """Only in answer to a ``resume`` with ``seq``: True when every message after it follows the
+    ``joined`` (``replay`` of them), False when some are gone and none is replayed (refresh with
+    ``me``/``top``)."""
+    replay: Count | None = None
 
 
 class Joined(Message):
@@ -230,6 +244,7 @@ class Left(Message):
 
     t: Literal["left"] = "left"
     room: RoomName
+    seq: Seq = None
 
 
 class Tick(Message):
@@ -255,6 +270,7 @@ class ChatMessage(Message):
     from_: Name = Field(alias="from")
     text: ChatText
     ts: Num
+    seq: Seq = None
 
 
 class Hit(Message):
@@ -264,6 +280,7 @@ class Hit(Message):
     mob: Int
     dmg: Count
     hp: Count
+    seq: Seq = None
 
 
 class Xp(Message):
@@ -274,6 +291,7 @@ class Xp(Message):
     xp: Count
     level: Count
     reason: Text
+    seq: Seq = None
 
 
 class LevelUp(Message):
@@ -282,6 +300,7 @@ class LevelUp(Message):
     t: Literal["level_up"] = "level_up"
     name: Name
     level: Count
+    seq: Seq = None
 
 
 class Profile(Message):
@@ -290,6 +309,7 @@ class Profile(Message):
     t: Literal["profile"] = "profile"
     character: Character
     kills: Count
+    seq: Seq = None
 
 
 class TopEntries(Message):
@@ -297,6 +317,7 @@ class TopEntries(Message):
 
     t: Literal["top"] = "top"
     entries: _list(TopEntry)
+    seq: Seq = None
 
 
 class Pong(Message):
@@ -316,6 +337,7 @@ class Error(Message):
     retry_after: Annotated[float, Strict(), Field(ge=0, allow_inf_nan=False)] | None = None
     """Seconds until the request may succeed: ``rate_limited`` of a login locked by failed secrets, and
     the admission refusals ``busy`` / ``server_full``."""
+    seq: Seq = None
 
 
 class Bye(Message):
@@ -340,6 +362,7 @@ class RoomList(Message):
 
     t: Literal["rooms"] = "rooms"
     entries: _list(RoomEntry)
+    seq: Seq = None
 
 
 class Redirect(Message):
@@ -384,5 +407,7 @@ SERVER_TYPES: dict[str, type[Message]] = {
     )
 }
 # Only these server messages are direct replies (they carry the request's ``rid``).
+# Server messages that never carry ``seq`` (every other one does: a per-session number, kept for resume).
+UNSEQUENCED_TYPES = frozenset({"tick", "pong", "welcome", "joined", "bye", "redirect"})
 REPLY_TYPES = frozenset({"welcome", "joined", "left", "profile", "top", "pong", "hit", "error", "redirect",
                          "rooms"})

@@ -8,7 +8,8 @@ over both. Node ids and room names are plain strings; times are Unix wall-clock 
   renewal, so a dead node's rooms free themselves.
 - ``Presence``: which nodes exist, their public websocket URL and when they were last seen.
 - ``SessionDirectory``: character -> its one live session (session id, node, pending room, grace deadline);
-  what a ``resume`` on any node needs besides the character record in the datastore.
+  what a ``resume`` on any node needs besides the character record in the datastore; plus the replay
+  buffer a hand-off leaves for the node that adopts the session.
 - ``PubSub``: one inbox per node for control messages (replace, handoff, xp, acknowledgements).
 - ``Ranking``: the leaderboard every node reads (``top``).
 - ``Seats``: the seats of every instance of every room with ``max_players``: taking one is atomic
@@ -94,6 +95,14 @@ class SessionDirectory(Protocol):
 
     async def release(self, name: str, session: str) -> bool:
         """Delete the entry only if it still names ``session``."""
+        ...
+
+    async def put_replay(self, session: str, text: str, ttl: float) -> None:
+        """Keep ``session``'s replay buffer (opaque text) for ``ttl`` seconds, replacing an older one."""
+        ...
+
+    async def take_replay(self, session: str) -> str | None:
+        """``session``'s kept replay buffer, removed in the same step (two takers never both get it)."""
         ...
 
 

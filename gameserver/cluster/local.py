@@ -23,6 +23,7 @@ class LocalHub:
         self.leases: dict[str, tuple[str, float]] = {}      # room -> (node, monotonic expiry)
         self.nodes: dict[str, NodeInfo] = {}
         self.sessions: dict[str, tuple[SessionEntry, float | None]] = {}   # name -> (entry, expiry)
+        self.replays: dict[str, tuple[str, float]] = {}   # session id -> (replay buffer, expiry)
         self.handlers: dict[str, Handler] = {}
         self.board = Leaderboard()
         self.seats: dict[str, dict[int, dict[str, float]]] = {}   # kind -> number -> session -> expiry
@@ -121,6 +122,19 @@ class LocalSessionDirectory:
             return False
         del self.hub.sessions[name]
         return True
+
+    async def put_replay(self, session: str, text: str, ttl: float) -> None:
+        now = time.monotonic()
+        replays = self.hub.replays
+        for sid in [sid for sid, (_text, expiry) in replays.items() if expiry <= now]:
+            del replays[sid]   # bounded by the sessions handed off within one ttl
+        replays[session] = (text, now + ttl)
+
+    async def take_replay(self, session: str) -> str | None:
+        held = self.hub.replays.pop(session, None)
+        if held is None or held[1] <= time.monotonic():
+            return None
+        return held[0]
 
 
 class LocalPubSub:

@@ -9,7 +9,8 @@ With it (guarantees, see docs/scale-out.md):
 - the directory maps each character to its one session; ``claim_session`` makes a new login the one, and
   tells the old node ``replace`` (its socket gets ``bye replaced``), waiting for it to flush the character;
 - a session leaves a node only through a hand-off (``gameserver.sessions``): detach, flush, mark it "in
-  transit" here (resumable anywhere until the grace deadline), then optionally ``redirect`` the socket;
+  transit" here (resumable anywhere until the grace deadline), leave its replay buffer for the node that
+  adopts it (``store_replay`` / ``take_replay``), then optionally ``redirect`` the socket;
 - ``reclaim`` checks that a session registered elsewhere may be taken over on ``resume`` (asking its node
   to hand it off first if that node lives).
 
@@ -318,6 +319,21 @@ class ClusterNode:
         elif entry.deadline < now:
             raise BadToken("session expired")
         return entry
+
+    async def store_replay(self, session_id: str, text: str) -> None:
+        """Leave a handed-off session's replay buffer (``ReplayBuffer.export``) for the node that adopts it;
+        kept as long as the session is resumable. Before the hand-off is acknowledged or redirected."""
+        if self.enabled:
+            assert self.backend is not None
+            await self.backend.directory.put_replay(session_id, text, self.grace + self.ttl)
+
+    async def take_replay(self, session_id: str) -> str | None:
+        """The replay buffer a hand-off left for ``session_id``, removed (one node adopts); None when
+        there is none (its node died, or the session never left one)."""
+        if not self.enabled:
+            return None
+        assert self.backend is not None
+        return await self.backend.directory.take_replay(session_id)
 
     async def confirm_session(self, name: str, session_id: str) -> bool:
         """Register an adopted session as this node's; False when it was replaced meanwhile."""

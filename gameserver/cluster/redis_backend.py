@@ -8,6 +8,8 @@ Keys (``P`` = ``cluster.prefix``, default ``gs``):
 - ``P:nodes``         hash node id -> JSON ``{"url", "seen"}`` (presence; "alive" = seen within the ttl).
 - ``P:char:<name>``   hash ``session, node, room, deadline`` (session directory); compare-on-session updates
   are Lua scripts. Entries of sessions in transit carry a ``PEXPIRE``.
+- ``P:replay:<session>`` string, the replay buffer a hand-off left (``PX`` grace + lease ttl); taken by the
+  adopting node with ``GET`` + ``DEL`` in one ``MULTI``.
 - ``P:top``           sorted set, member = character, score = -xp (``ZADD LT``: XP only goes up; ascending
   order = highest XP first, ties by name like the in-memory leaderboard).
 - ``P:inst:{<room>}``   set of the numbers (>= 2) of a room's other instances; the first always exists.
@@ -241,6 +243,19 @@ class RedisSessionDirectory:
 
     async def release(self, name: str, session: str) -> bool:
         return bool(int(await self._drop(keys=[self.key(name)], args=[session])))
+
+    def replay_key(self, session: str) -> str:
+        return f"{self.prefix}:replay:{session}"
+
+    async def put_replay(self, session: str, text: str, ttl: float) -> None:
+        await self.r.set(self.replay_key(session), text, px=_ms(ttl))
+
+    async def take_replay(self, session: str) -> str | None:
+        async with self.r.pipeline(transaction=True) as pipe:
+            pipe.get(self.replay_key(session))
+            pipe.delete(self.replay_key(session))
+            text, _deleted = await pipe.execute()
+        return None if text is None else str(text)
 
 
 class RedisPubSub:

@@ -224,6 +224,8 @@ class RoomRunner(RoomServices):
                         self._apply_leave(session, rid)
                     elif kind == "snapshot":
                         self._apply_snapshot(session)
+                    if kind == "join" or kind == "snapshot":
+                        outbox.release(session)   # a resume's held messages follow its joined
                 if kind == "join":
                     session.placed(self)
             room.now = now

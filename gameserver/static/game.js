@@ -39,6 +39,10 @@ function receive(msg) {
       panels.showLogin(false);
       panels.showProgress();
       setTimeout(refreshLeaderboard, 0);  // after the connection has taken the token
+      if (msg.recovered === false) {      // messages were lost while away: read the profile again
+        panels.addChat(null, "reconnected; some messages were lost", "system");
+        setTimeout(() => connection.request({ t: "me" }).catch(() => {}), 0);
+      }
       break;
     case "joined":
     case "left":

@@ -1,5 +1,10 @@
 // Websocket connection to the game server: JSON text frames, rid correlation, resume with backoff,
 // idle pings. Knows the protocol's session rules but nothing about drawing or the DOM.
+//
+// Resume without losing a message: every server message but tick, pong, welcome, joined, bye and
+// redirect carries `seq` (1, 2, 3 ... per session). The connection keeps the last one and sends it in
+// `resume`; the server then replays what the session missed after the `joined`. A number seen twice is
+// dropped; counters (replayed, gaps, duplicates, unrecovered) say what happened.
 
 const REQUEST_TIMEOUT_MS = 10000;
 const PING_IDLE_MS = 10000;          // the server closes sockets silent for 30 s
@@ -37,6 +42,14 @@ export class Connection {
     this.attempt = 0;
     this.retryTimer = null;
     this.stopped = true;
+    this.session = null;          // session id of the last welcome: its seq numbers are ours
+    this.lastSeq = 0;
+    this.replayUntil = 0;         // seq numbers up to this one are being replayed
+    this.gapAnnounced = false;    // a welcome said recovered: false: the next number may jump
+    this.replayed = 0;
+    this.gaps = 0;
+    this.duplicates = 0;
+    this.unrecovered = 0;
     this.pingTimer = setInterval(() => this.pingIfIdle(), 1000);
   }
 
@@ -114,8 +127,11 @@ export class Connection {
   async greet() {
     let welcome;
     if (this.token) {
+      // Our own session: ask for what we missed. A token from a reload (no session yet): plain resume.
+      const resume = { t: "resume", token: this.token, tick_format: "compact" };
+      if (this.session !== null) resume.seq = this.lastSeq;
       try {
-        welcome = await this.request({ t: "resume", token: this.token, tick_format: "compact" });
+        welcome = await this.request(resume);
       } catch (err) {
         if (err.code !== "bad_token") throw err;
         this.token = null;        // grace period over: fall back to a fresh login
@@ -143,6 +159,8 @@ export class Connection {
     } catch {
       return;                     // the server only sends JSON to JSON clients; ignore noise
     }
+    if (Number.isInteger(msg.seq) && !this.acceptSeq(msg.seq)) return;
+    if (msg.t === "welcome") this.receiveWelcome(msg);
     if (msg.rid !== undefined && this.pending.has(msg.rid)) {
       const { resolve, reject, timer } = this.pending.get(msg.rid);
       clearTimeout(timer);
@@ -152,6 +170,33 @@ export class Connection {
     }
     if (msg.t === "bye") this.receiveBye(msg);
     this.onMessage(msg);
+  }
+
+  /** False for a number already seen (the message is dropped); counts gaps nobody announced. */
+  acceptSeq(seq) {
+    if (seq <= this.lastSeq) {
+      this.duplicates += 1;
+      return false;
+    }
+    if (seq !== this.lastSeq + 1 && !this.gapAnnounced) this.gaps += 1;
+    this.gapAnnounced = false;
+    if (seq <= this.replayUntil) this.replayed += 1;
+    this.lastSeq = seq;
+    return true;
+  }
+
+  receiveWelcome(msg) {
+    if (msg.session !== this.session) {
+      this.session = msg.session;
+      this.lastSeq = 0;
+      this.replayUntil = 0;
+      this.gapAnnounced = false;
+    }
+    if (msg.recovered === true) this.replayUntil = this.lastSeq + (msg.replay ?? 0);
+    else if (msg.recovered === false) {
+      this.unrecovered += 1;
+      this.gapAnnounced = true;
+    }
   }
 
   receiveBye(msg) {

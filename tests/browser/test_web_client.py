@@ -6,6 +6,7 @@ Every browser wait is bounded (Playwright timeouts or explicit deadlines).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 
 from gameserver import webui
+from shared.client import GameClient
 
 from .conftest import ADMIN_TOKEN, NEAR_MOB, Browser, LiveServer
 
@@ -236,6 +238,57 @@ def test_dropped_socket_resumes_the_same_session(live_server: LiveServer, browse
     page.wait_for_function("window.gameState.status !== 'online'", timeout=5_000)
     page.wait_for_function("window.gameState.status === 'online'", timeout=15_000)
     assert state(page, "session") != session
+    assert browser.errors_of(page) == []
+
+
+def test_a_dropped_socket_resumes_with_its_last_seq_and_shows_what_was_missed_once(
+    live_server: LiveServer, browser: Browser
+) -> None:
+    page = browser.new_page()
+    name = unique_name("replay")
+    log_in(page, live_server, name)
+    page.click("#rooms button[data-room=forest]")
+    page.wait_for_function("window.gameState.room === 'forest'", timeout=10_000)
+    page.evaluate("window.game.connection.stopped = true")   # reconnect when the test says so
+
+    async def cut_and_talk() -> list[str]:
+        """On the server's loop: cut the page's socket (a drop, not a close), then another player says
+        three lines while the page is away."""
+        server = live_server.server
+        session = server.registry.by_name(name)
+        assert session is not None and session.link is not None
+        session.link.sink.conn.transport.abort()
+        for _ in range(200):
+            if session.link is None:
+                break
+            await asyncio.sleep(0.01)
+        assert session.link is None
+        other = await GameClient.connect(f"ws://127.0.0.1:{server.port}/ws", keepalive=None)
+        try:
+            await other.login(unique_name("talk")[:16], "browser-test-secret-0123")
+            await other.join("forest")
+            lines = [f"while away {i} {uuid.uuid4().hex[:6]}" for i in range(3)]
+            for line in lines:
+                await other.chat(line)
+            for line in lines:
+                while (await other.expect("chat", timeout=5)).text != line:
+                    pass
+        finally:
+            await other.close()
+        return lines
+
+    lines = asyncio.run_coroutine_threadsafe(cut_and_talk(), live_server.loop).result(timeout=30)
+    page.wait_for_function("window.game.connection.ws === null", timeout=5_000)   # the page saw the drop
+    page.evaluate("(() => { const c = window.game.connection; c.stopped = false; c.attempt = 1; "
+                  "c.open().catch(() => {}); })()")
+    page.wait_for_function(
+        f"document.querySelector('#chat-log').textContent.includes({json.dumps(lines[-1])})", timeout=10_000)
+    log = page.text_content("#chat-log") or ""
+    assert [log.count(line) for line in lines] == [1, 1, 1]
+    counts = page.evaluate("(({replayed, gaps, duplicates, unrecovered}) => "
+                           "({replayed, gaps, duplicates, unrecovered}))(window.game.connection)")
+    assert counts == {"replayed": 3, "gaps": 0, "duplicates": 0, "unrecovered": 0}
+    assert state(page, "status") == "online" and state(page, "room") == "forest"
     assert browser.errors_of(page) == []
 
 

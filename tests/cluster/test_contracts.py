@@ -105,6 +105,20 @@ async def test_directory_entry_with_ttl_expires(make_backend: MakeBackend) -> No
 
 
 # -- PubSub ---------------------------------------------------------------------------------------------
+async def test_directory_replay_buffer_is_taken_once_replaced_and_expires(make_backend: MakeBackend) -> None:
+    a, b = make_backend(), make_backend()
+    assert await b.directory.take_replay("s1") is None
+    await a.directory.put_replay("s1", "first", 5.0)
+    await a.directory.put_replay("s1", "second", 5.0)          # a later hand-off replaces it
+    await a.directory.put_replay("s2", "other", 5.0)
+    assert await b.directory.take_replay("s1") == "second"
+    assert await a.directory.take_replay("s1") is None          # one node adopts
+    await a.directory.put_replay("s3", "short", 0.1)
+    await asyncio.sleep(0.2)
+    assert await b.directory.take_replay("s3") is None          # kept only as long as resumable
+    assert await b.directory.take_replay("s2") == "other"
+
+
 async def test_pubsub_delivers_to_the_named_node_only(make_backend: MakeBackend) -> None:
     a, b = make_backend(), make_backend()
     got: dict[str, list[dict[str, Any]]] = {"A": [], "B": []}

@@ -1,5 +1,6 @@
 """Two ``gameserver serve`` processes and one Redis: SIGKILL one node, its rooms move to the survivor after
-the lease expires, its players resume there (same session), and no acknowledged XP (``xp`` received) is lost.
+the lease expires, its players resume there (same session, ``recovered: false``: what the dead node kept
+for them died with it), and no acknowledged XP (``xp`` received) is lost.
 """
 
 from __future__ import annotations
@@ -142,6 +143,8 @@ async def test_sigkill_node_rooms_taken_over_players_resume_no_acked_xp_lost(
             name = welcome.character.name
             assert welcome.session == sessions[name]
             assert c.character is not None and c.character.room == "arena"
+            # the dead node took the session's replay buffer with it: the gap is announced, once
+            assert c.seq.unrecovered == 1 and c.seq.failures == 0, c.seq.summary()
         assert r.get(f"{prefix}:lease:arena") == "A"
         # served by the survivor now: each resumed session answers from the arena it was in
         assert [(await c.me()).character.room for c in b_bots] == ["arena"] * len(b_bots)

@@ -46,7 +46,7 @@ async def test_every_client_message_gets_its_answer_with_rid(server, clients, bi
     assert top["t"] == "top" and {"name": "alice", "level": 1, "xp": 0} in top["entries"]
 
     left = await c.request({"t": "leave"})
-    assert left == {"t": "left", "room": "arena", "rid": left["rid"]}
+    assert left == {"t": "left", "room": "arena", "rid": left["rid"], "seq": 5}   # hit, chat, profile, top
 
 
 async def test_server_answers_in_the_encoding_of_the_first_frame(server, clients):
@@ -69,13 +69,13 @@ async def test_kill_sends_hit_zero_then_xp_and_level_up(server, clients):
     hps = [(await a.request({"t": "attack", "mob": 2}))["hp"] for _ in range(3)]
     assert hps == [20, 10, 0]
     xp = await a.expect("xp")
-    assert xp == {"t": "xp", "gained": 7, "xp": 7, "level": 1, "reason": "kill:2"}
+    assert xp == {"t": "xp", "gained": 7, "xp": 7, "level": 1, "reason": "kill:2", "seq": 4}   # after 3 hits
     me = await a.request({"t": "me"})
     assert me["kills"] == 1 and me["character"]["xp"] == 7
     # level_up: grant enough XP to reach level 2 (100 xp) through the server's grant path
     await server.grant_xp("killer", 93, "test-level-up")
     assert (await a.expect("xp"))["level"] == 2
-    assert await a.expect("level_up") == {"t": "level_up", "name": "killer", "level": 2}
+    assert await a.expect("level_up") == {"t": "level_up", "name": "killer", "level": 2, "seq": 7}
 
 
 async def test_every_error_code_with_rid_echo(server, clients):

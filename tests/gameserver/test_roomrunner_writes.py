@@ -81,10 +81,11 @@ async def test_chats_of_a_tick_and_the_tick_go_out_in_one_write_per_receiver(mak
         msgs = frames_of(sink.writes[0])
         assert [m["t"] for m in msgs] == ["chat", "chat", "tick"]
         assert [m["text"] for m in msgs[:2]] == ["one", "two"] and msgs[0]["from"] == "p0"
+        assert [m["seq"] for m in msgs[:2]] == [1, 2]   # each receiver's own numbering
     assert sessions[2][1].writes == []            # backed up: nothing written now ...
     queued = [backed_link.out.pop() for _ in range(3)]   # ... both chats queued reliably, tick coalesced
     assert [msgpack.unpackb(q)["text"] for q in queued[:2]] == ["one", "two"]
     assert isinstance(queued[2], dict) and queued[2]["t"] == "tick"
 
     server.runners["arena"].announce({"t": "level_up", "name": "p0", "level": 2})
-    assert frames_of(sessions[0][1].writes[-1]) == [{"t": "level_up", "name": "p0", "level": 2}]
+    assert frames_of(sessions[0][1].writes[-1]) == [{"t": "level_up", "name": "p0", "level": 2, "seq": 3}]

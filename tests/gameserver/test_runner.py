@@ -106,7 +106,7 @@ def test_one_write_per_receiver_reply_broadcast_and_tick_in_order():
     assert len(sink_a.writes) == 1 and len(sink_b.writes) == 1
     got_a = frames_of(sink_a.writes[0])
     assert [m["t"] for m in got_a] == ["stepped", "ok", "tick"]
-    assert got_a[1] == {"t": "ok", "n": 3, "rid": 42}
+    assert got_a[1] == {"t": "ok", "n": 3, "rid": 42, "seq": 2}   # after the broadcast
     assert got_a[2]["n"] == 2 and sorted(got_a[2]["count"]) == [[1, 2], [2, 2]]
     got_b = frames_of(sink_b.writes[0])
     assert [m["t"] for m in got_b] == ["stepped", "tick"]
@@ -123,8 +123,9 @@ def test_a_raising_handler_answers_internal_and_the_tick_goes_on():
     runner.tick(1.0)
     msgs = frames_of(b"".join(sink_a.writes))
     errors = [m for m in msgs if m["t"] == "error"]
-    assert errors == [{"t": "error", "code": "internal", "message": "internal server error", "rid": 9}]
-    assert {"t": "ok", "n": 4, "rid": 10} in msgs and msgs[-1]["t"] == "tick"
+    assert errors == [{"t": "error", "code": "internal", "message": "internal server error", "rid": 9,
+                       "seq": 1}]
+    assert {"t": "ok", "n": 4, "rid": 10, "seq": 3} in msgs and msgs[-1]["t"] == "tick"   # 2: its "stepped"
     assert metrics.room_errors.labels("probe", "step")._value.get() == 1
 
 

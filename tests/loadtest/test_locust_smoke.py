@@ -142,6 +142,42 @@ def test_locust_headless_100_users_no_failures(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_locust_users_resume_after_cutting_their_sockets_without_seq_failures(tmp_path: Path) -> None:
+    """--drop-every: each user resets its own TCP connection every ~2 s and resumes with its last seq."""
+    port = free_port()
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    server_log = (tmp_path / "server.log").open("wb")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gameserver.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+         "--data", str(tmp_path / "data")],
+        cwd=REPO, env=env, stdout=server_log, stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_healthy(port, server)
+        csv_prefix = tmp_path / "run"
+        locust = subprocess.run(
+            [sys.executable, "-m", "locust", "-f", str(REPO / "loadtest" / "locustfile.py"), "--headless",
+             "-u", "30", "-r", "30", "-t", "12s", "--stop-timeout", "5", "--host", f"ws://127.0.0.1:{port}",
+             "--csv", str(csv_prefix), "--only-summary", "--loglevel", "WARNING"],
+            cwd=REPO, env=dict(env, GAME_PROFILE="busy", GAME_DROP_EVERY="2"), capture_output=True, text=True,
+            timeout=90,
+        )
+        stats = read_stats(Path(f"{csv_prefix}_stats.csv"))
+        report = "\n".join(f"{name}: {row['Request Count']} ok, {row['Failure Count']} failed"
+                           for name, row in stats.items())
+        failures = {name: row for name, row in stats.items() if int(row["Failure Count"]) > 0}
+        assert not failures, f"failed requests:\n{report}\n{locust.stderr[-3000:]}"
+        assert int(stats["drop"]["Request Count"]) >= 30, report
+        assert int(stats["resume"]["Request Count"]) >= 30, report      # resumed, not logged in again
+        assert int(stats["login"]["Request Count"]) == 30, report
+        assert "seq:gap" not in stats and "seq:duplicate" not in stats
+        assert locust.returncode == 0, locust.stderr[-3000:]
+    finally:
+        stop_process(server)
+        server_log.close()
+
+
+@pytest.mark.slow
 def test_locust_users_refused_by_a_full_server_wait_it_out_without_failures(tmp_path: Path) -> None:
     """40 users, room for 15: the rest get `login:server_full` (not a failure) and keep retrying."""
     port = free_port()

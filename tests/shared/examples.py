@@ -73,3 +73,16 @@ EXAMPLES: dict[str, m.Message] = {
     "s2c_joined_instance": m.Joined(rid=12, room="arena~2", you=3, players=[(3, "alice", 100.0, 100.0)],
                                     mobs=[], bounds=(200.0, 200.0)),
 }
+
+# Extension (issue 13): numbered server messages and resume with seq. The v1 shapes above stay as they
+# were; each ``<name>_seq`` is ``<name>`` with ``seq`` as its last field, as the server splices it in.
+SEQ_OF = {"s2c_left": 3, "s2c_chat": 41, "s2c_hit": 127, "s2c_xp": 128, "s2c_level_up": 300,
+          "s2c_profile": 65_536, "s2c_top": 7, "s2c_error": 2, "s2c_rooms": 9}
+EXAMPLES.update({f"{name}_seq": EXAMPLES[name].model_copy(update={"seq": seq})
+                 for name, seq in SEQ_OF.items()})
+EXAMPLES.update({
+    "c2s_resume_seq": m.Resume(rid=2, token="v1.c2Vzc2lvbg.c2lnbmF0dXJl", seq=41),
+    "c2s_resume_seq_zero": m.Resume(rid=2, token="v1.c2Vzc2lvbg.c2lnbmF0dXJl", seq=0),
+    "s2c_welcome_recovered": EXAMPLES["s2c_welcome"].model_copy(update={"recovered": True, "replay": 6}),
+    "s2c_welcome_unrecovered": EXAMPLES["s2c_welcome"].model_copy(update={"recovered": False, "replay": 0}),
+})

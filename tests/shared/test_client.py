@@ -19,7 +19,8 @@ SECRET = "s" * 16
 class FakeServer:
     """Answers like the real server would, with a few test hooks.
 
-    attack mob 99 → error out_of_range; attack mob 666 → no answer, socket closed; top n=42 → never
+    attack mob 99 → error out_of_range; attack mob 666 → no answer, socket closed; attack mob 667 → the
+    TCP connection is cut (no close frame: a drop); chat echoes carry ``seq``; top n=42 → never
     answered; join "far" on a node with ``redirect_to`` → redirect (once per connection); me is answered
     after a short delay (so replies come out of order).
     """
@@ -33,6 +34,7 @@ class FakeServer:
         self.connections: list[ServerConnection] = []
         self.received: list[m.Message] = []
         self.tick = 0
+        self.seq = 0
 
     async def start(self) -> None:
         self.server = await serve(self.handler, "127.0.0.1", 0, compression=None)
@@ -98,11 +100,15 @@ class FakeServer:
                     await send(m.Tick(n=self.tick, ts=1.0, moved=[(1, msg.x, msg.y)], left=[2],
                                       joined=[(3, "newbie", 5, 5)], mobs=[(7, 60)]))
                 case m.Chat():
-                    await send(m.ChatMessage(from_=name, text=msg.text, ts=2.0))
+                    self.seq += 1
+                    await send(m.ChatMessage(from_=name, text=msg.text, ts=2.0, seq=self.seq))
                 case m.Attack(mob=99):
                     await send(m.Error(rid=msg.rid, code="out_of_range", message="too far"))
                 case m.Attack(mob=666):
                     await ws.close()
+                case m.Attack(mob=667):
+                    ws.transport.abort()
+                    return
                 case m.Attack():
                     await send(m.Hit(rid=msg.rid, mob=msg.mob, dmg=15, hp=85))
                 case m.Me():
@@ -340,3 +346,57 @@ async def test_keepalive_pings_when_idle(server: FakeServer) -> None:
         assert any(isinstance(msg, m.Ping) for msg in server.received)
     finally:
         await client.close()
+
+
+async def test_a_dropped_socket_is_resumed_by_the_client_with_its_last_seq(server: FakeServer) -> None:
+    client = await logged_in(server)
+    try:
+        await client.chat("one")
+        assert (await client.expect("chat", timeout=2)).seq == 1
+        with pytest.raises(ConnectionLost):
+            await client.attack(667)
+        assert isinstance(await client.ping(), float)          # waits for the resume, then works
+        resume = [msg for msg in server.received if isinstance(msg, m.Resume)]
+        assert len(resume) == 1 and resume[0].seq == 1
+        assert client.drops == 1 and client.resumes == 1 and not client.closed
+        await client.chat("two")                                 # the iterator goes on across the drop
+        assert (await client.expect("chat", timeout=2)).text == "two"
+        assert client.seq.last == 2 and client.seq.failures == 0
+    finally:
+        await client.close()
+
+
+async def test_a_drop_whose_resume_is_refused_ends_the_iterator(server: FakeServer) -> None:
+    client = await logged_in(server)
+    server.sessions.clear()                                    # every token unknown: bad_token
+    with pytest.raises(ConnectionLost):
+        await client.attack(667)
+    messages = [msg async for msg in client]
+    assert [msg.t for msg in messages] == ["joined"]
+    assert client.closed and client.drops == 1 and client.resumes == 0
+    await client.close()
+
+
+async def test_without_auto_resume_a_drop_ends_the_iterator(server: FakeServer) -> None:
+    client = await logged_in(server, auto_resume=False)
+    with pytest.raises(ConnectionLost):
+        await client.attack(667)
+    assert [msg.t async for msg in client] == ["joined"]
+    assert client.closed and client.drops == 0
+    await client.close()
+
+
+async def test_resuming_a_session_this_client_never_saw_counts_no_gap(server: FakeServer) -> None:
+    first = await logged_in(server)
+    await first.chat("numbered")
+    assert (await first.expect("chat", timeout=2)).seq == 1
+    token = first.token
+    await first.close()
+    other = await GameClient.connect(server.url, timeout=2.0, keepalive=None)
+    try:
+        await other.resume(token)                    # v1 resume: its numbers go on from the server's
+        await other.chat("next")
+        assert (await other.expect("chat", timeout=2)).seq == 2
+        assert other.seq.failures == 0 and other.seq.last == 2
+    finally:
+        await other.close()
