@@ -12,6 +12,7 @@ import pytest
 from shared.client import GameClient, ServerError
 from tests.gameserver.conftest import SECRET, url
 
+# Logging in 100 clients can take seconds on a loaded machine: the early ones must not be idle-kicked.
 ROOMS = [{"name": "town"}, {"name": "arena", "width": 200.0, "height": 200.0, "max_players": 8,
                             "idle_dispose": 0.6}]
 
@@ -41,7 +42,7 @@ async def until(predicate, seconds: float = 5.0) -> None:
 
 
 async def test_100_simultaneous_joins_fill_13_instances_never_above_8(start_server):
-    server = await start_server(rooms=ROOMS)
+    server = await start_server(rooms=ROOMS, limits={"idle_timeout": 30.0})
     clients = await connected(server, 100, "p")
     try:
         joined = await asyncio.gather(*(c.join("arena") for c in clients))
@@ -64,7 +65,7 @@ async def test_100_simultaneous_joins_fill_13_instances_never_above_8(start_serv
 
 async def test_exact_instance_joins_and_their_errors(start_server):
     duel = {"name": "duel", "width": 100.0, "height": 100.0, "max_players": 2}
-    server = await start_server(rooms=[*ROOMS, duel])
+    server = await start_server(rooms=[*ROOMS, duel], limits={"idle_timeout": 30.0})
     clients = await connected(server, 5, "q")
     try:
         assert [(await c.join("duel")).room for c in clients[:4]] == ["duel", "duel", "duel~2", "duel~2"]
@@ -93,7 +94,7 @@ async def test_exact_instance_joins_and_their_errors(start_server):
 
 
 async def test_an_emptied_instance_is_disposed_and_only_then_its_id_reused(start_server):
-    server = await start_server(rooms=ROOMS, auth={"grace_seconds": 5.0})
+    server = await start_server(rooms=ROOMS, limits={"idle_timeout": 30.0}, auth={"grace_seconds": 5.0})
     clients = await connected(server, 10, "r")
     try:
         for c in clients[:8]:
@@ -118,7 +119,7 @@ async def test_an_emptied_instance_is_disposed_and_only_then_its_id_reused(start
 
 
 async def test_a_dropped_player_keeps_its_seat_and_instance_through_the_grace_period(start_server):
-    server = await start_server(rooms=ROOMS, auth={"grace_seconds": 3.0})
+    server = await start_server(rooms=ROOMS, limits={"idle_timeout": 30.0}, auth={"grace_seconds": 3.0})
     clients = await connected(server, 9, "s")
     resumed: GameClient | None = None
     try:
