@@ -302,17 +302,28 @@ class CharacterStore:
         if packed is not None:
             ch.saved_data = packed
 
+    FLUSH_BATCH = 256
+
     async def flush_dirty(self) -> int:
-        """Flush every changed live character; errors are logged and retried next period."""
-        flushed = 0
+        """Flush every changed live character; errors are logged and retried next period.
+
+        The writes of a batch are in flight together, so the store's group commit makes them one log
+        write and one fsync (one by one, 1,000 moving players cost 1,000 fsyncs every period).
+        """
+        changed: list[Character] = []
         for ch in list(self.live.values()):
             try:
                 if ch.dirty or ch.packed_data() is not None:
-                    flushed += 1
-                    await self.flush(ch)
-            except Exception as exc:   # store down, or room code put something unstorable in data
+                    changed.append(ch)
+            except Exception as exc:   # room code put something unstorable in data
                 event(log, "flush_failed", level=logging.WARNING, name=ch.name, error=repr(exc))
-        return flushed
+        for start in range(0, len(changed), self.FLUSH_BATCH):
+            batch = changed[start:start + self.FLUSH_BATCH]
+            results = await asyncio.gather(*(self.flush(ch) for ch in batch), return_exceptions=True)
+            for ch, result in zip(batch, results, strict=True):
+                if isinstance(result, BaseException):   # store down: retried next period
+                    event(log, "flush_failed", level=logging.WARNING, name=ch.name, error=repr(result))
+        return len(changed)
 
     async def flush_all(self) -> None:
         for ch in list(self.live.values()):

