@@ -152,15 +152,16 @@ class Outbox:
             for receivers, body in ticks:
                 plain = _Encoded({"t": "tick", "n": n, "ts": stamp, **body})
                 small: _Encoded | None = None   # the compact form, made for the first receiver asking
-                for session in receivers:
+                for session in receivers:   # the hot loop: every receiver of every tick
                     link = session.link
-                    mine = owed.pop(session, None)
+                    mine = owed.pop(session, None) if owed else None
                     if link is None:
                         if mine:
                             self._keep(session, mine, now)
                         continue
                     binary = link.binary is not False
-                    if not link.direct_ok:
+                    out = link.out   # Link.direct_ok, inlined
+                    if link.closing or out.reliable or out.tick is not None or link.sink.backed_up():
                         if mine:
                             self._queue(session, link, mine, binary, now)
                         link.queue_tick(body, n, stamp)

@@ -322,12 +322,19 @@ def build_deliveries(
         if body:
             deliveries.append(Delivery(receivers, body))
 
+    changer = _Changers(players, members, src, was_in, unsettled, log.departed, moved_set) if FAST else None
     for pid in personal:
         p = players[pid]
         near_new = near_set(p.cell)
-        now_seen = grid.near(near_new)
         snapshot = log.snapshots.get(pid)
         old = prev.get(pid, p.cell)
+        if changer is not None and snapshot is None and old is not None and old != p.cell:
+            near_old = near_set(old)
+            moved, joined, left = changer.lists(pid, near_old, near_new)
+            _fixture_states(log, fixtures, fixtures_by_cell, near_new - near_old, near_new, None,
+                            (moved, joined, left), fixtures_key, pid, deliveries)
+            continue
+        now_seen = grid.near(near_new)
         fixture_cells: frozenset[int] = frozenset()
         if snapshot is not None:
             was_seen = set(snapshot.players)
@@ -352,15 +359,104 @@ def build_deliveries(
             o = players[q]
             if snapshot is None or snapshot.players[q] != (o.x, o.y):
                 moved.append([q, o.x, o.y])
-        state: dict[int, Any] = {}
-        for cell in fixture_cells:
-            for f in fixtures_by_cell.get(cell, ()):
-                state[f.id] = f.state
-        for fid in log.fixtures:
-            f = fixtures[fid]
-            if f.cell in near_new and (snapshot is None or snapshot.fixtures.get(fid) != f.state):
-                state[fid] = f.state
-        body = _body(moved, joined, left, [[fid, value] for fid, value in state.items()], fixtures_key)
-        if body:
-            deliveries.append(Delivery([pid], body))
+        _fixture_states(log, fixtures, fixtures_by_cell, fixture_cells, near_new, snapshot,
+                        (moved, joined, left), fixtures_key, pid, deliveries)
     return deliveries
+
+
+FAST = True
+"""Cell changers' personal deliveries from per-cell lists shared within a step (``_Changers``); False runs
+the general set algebra for them too (the tests compare both)."""
+
+
+def _fixture_states(log: ChangeLog, fixtures: Mapping[int, Fixture],
+                    fixtures_by_cell: Mapping[int, Iterable[Fixture]], fixture_cells: Iterable[int],
+                    near_new: frozenset[int], snapshot: Snapshot | None, lists: tuple[list, list, list],
+                    fixtures_key: str, pid: int, deliveries: list[Delivery]) -> None:
+    """Finish a personal delivery: fixture states newly in view or changed, then the body if not empty."""
+    moved, joined, left = lists
+    state: dict[int, Any] = {}
+    for cell in fixture_cells:
+        for f in fixtures_by_cell.get(cell, ()):
+            state[f.id] = f.state
+    for fid in log.fixtures:
+        f = fixtures[fid]
+        if f.cell in near_new and (snapshot is None or snapshot.fixtures.get(fid) != f.state):
+            state[fid] = f.state
+    body = _body(moved, joined, left, [[fid, value] for fid, value in state.items()], fixtures_key)
+    if body:
+        deliveries.append(Delivery([pid], body))
+
+
+class _Changers:
+    """The lists of a cell changer's personal delivery, built from per-cell pieces shared within a step.
+
+    A changer's old view was the players of its old neighbourhood, its new view is its new neighbourhood.
+    Players who stayed in their cell ("settled") are seen before iff their cell is in the old
+    neighbourhood and after iff it is in the new one, so their entries come whole per cell: the movers'
+    ``moved`` entries of the cells in both (the step's own lists), ``joined`` of the cells only in the new,
+    ``left`` of the cells only in the old (made once per cell per step, however many changers need them).
+    The few others (changers, joiners, departed) are checked one by one, as the general algorithm does.
+    The result equals the general one's (``FAST = False``), up to the order of the entries.
+    """
+
+    __slots__ = ("departed", "fresh", "gone_ids", "members", "moved_set", "players", "special", "src",
+                 "unsettled", "was_in")
+
+    def __init__(self, players: Mapping[int, Tracked], members: Mapping[int, set[int]],
+                 src: dict[int, _Bucket], was_in: dict[int, list[int]], unsettled: set[int],
+                 departed: Mapping[int, int], moved_set: set[int]) -> None:
+        self.players = players
+        self.members = members
+        self.src = src
+        self.was_in = was_in
+        self.unsettled = unsettled
+        self.departed = departed
+        self.moved_set = moved_set
+        self.special = unsettled | departed.keys()
+        self.fresh: dict[int, list] = {}
+        self.gone_ids: dict[int, list] = {}
+
+    def _settled(self, cell: int) -> list[int]:
+        here = self.members.get(cell)
+        if not here:
+            return []
+        unsettled = self.unsettled
+        return [q for q in here if q not in unsettled] if unsettled else list(here)
+
+    def lists(self, pid: int, near_old: frozenset[int], near_new: frozenset[int]) -> tuple[list, list, list]:
+        src, players = self.src, self.players
+        moved: list = []
+        joined: list = []
+        left: list = []
+        for cell in near_old & near_new:
+            b = src.get(cell)
+            if b is not None and b[0]:
+                moved += b[0]
+        for cell in near_new - near_old:
+            found = self.fresh.get(cell)
+            if found is None:
+                found = self.fresh[cell] = [[q, o.name, o.x, o.y] for q in self._settled(cell)
+                                            for o in (players[q],)]
+            joined += found
+        for cell in near_old - near_new:
+            found = self.gone_ids.get(cell)
+            if found is None:
+                found = self.gone_ids[cell] = self._settled(cell)
+            left += found
+        was_special: set[int] = set()
+        for cell in near_old:
+            gone = self.was_in.get(cell)
+            if gone:
+                was_special.update(gone)
+        for q in self.special:
+            o = players.get(q)
+            now_in = o is not None and o.cell in near_new
+            was = q in was_special
+            if now_in and not was:
+                joined.append([q, o.name, o.x, o.y])   # type: ignore[union-attr]
+            elif was and not now_in:
+                left.append(q)
+            elif was and now_in and q in self.moved_set:
+                moved.append([q, o.x, o.y])   # type: ignore[union-attr]
+        return moved, joined, left
