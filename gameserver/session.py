@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -210,7 +209,7 @@ class Session:
         # another room wait here until the pending join has been applied (see ``submit``/``placed``).
         self.placing: RoomRunner | None = None
         self.placing_count = 0
-        self.deferred: deque[tuple[RoomRunner, str, Any, int | None]] = deque()
+        self.deferred: list[tuple[RoomRunner, str, Any, int | None]] = []   # short: a list, not a deque
         self.seats: set[str] = set()           # instances (of rooms with max_players) it holds a seat in
 
     @property
@@ -254,9 +253,8 @@ class Session:
         if self.placing_count > 0:
             return
         self.placing = None
-        held, self.deferred = self.deferred, deque()
-        while held:
-            target, kind, arg, rid = held.popleft()
+        held, self.deferred = self.deferred, []
+        for target, kind, arg, rid in held:
             if self.placing is not None or self.deferred:
                 self.deferred.append((target, kind, arg, rid))
                 continue

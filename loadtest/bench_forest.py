@@ -1,6 +1,9 @@
-"""Dense-forest, login-storm and overload benchmark (issue 12), ours beside bare baselines in one run.
+"""Dense-forest, login-storm, overload and idle-memory benchmark (issue 12), ours beside bare baselines in
+one run.
 
     python -m loadtest.bench_forest                          # forest: 500 and 1,000 walkers
+    python -m loadtest.bench_forest --tick-format compact    # the same, players asking for compact ticks
+    python -m loadtest.bench_forest --scenario idle          # RSS per idle player, 2,000 in town
     python -m loadtest.bench_forest --scenario storm         # 2,000 first logins at 200/s, 200 walkers
     python -m loadtest.bench_forest --scenario overload --players 3000
     python -m loadtest.bench_forest --servers ours,bare,node --repeat 3 --json
@@ -28,6 +31,9 @@ Scenarios (see ``loadtest.forest_gen`` for the players):
 * ``overload``: N walkers (e.g. 3,000, far past capacity) arrive at 200/s; refused ones retry after
   ``retry_after``. Printed: how many got in, refusals by code, failures (timeouts must be 0), and for the
   admitted: frames delivered, move->tick and tick age p99.
+* ``idle``: N players (default 2,000) log in at 200/s and stay in ``town`` (the start room, everyone at
+  its centre, so every join's snapshot lists everyone in), pinging every 5 s. Printed: the server's RSS
+  growth per player that got in, from just before the first connect to 3 s after the last welcome.
 
 ``--pyspy DIR`` records ours with py-spy (non-blocking, during the window) and prints the top functions by
 self time. Server ports are picked below the ephemeral range; the fd limit is raised for the children.
@@ -236,17 +242,19 @@ def run_once(kind: str, scenario: str, players: int, args: argparse.Namespace,
                 "--scenario", scenario, "--players", str(players), "--residents", str(args.residents),
                 "--storm", str(args.storm),
                 "--rate", str(args.rate), "--seconds", str(args.seconds), "--warmup", str(args.warmup),
-                "--settle-max", str(args.settle_max), "--timeout", str(args.timeout)]
+                "--settle-max", str(args.settle_max), "--timeout", str(args.timeout),
+                "--tick-format", args.tick_format]
         gen = subprocess.Popen(pinned(args.gen_core, argv), cwd=REPO, stdout=subprocess.PIPE, text=True)
         assert gen.stdout is not None
         result: dict[str, Any] = {}
-        cpu = rss = 0.0
+        cpu = rss = rss0 = 0.0
         m0 = m1 = None
         poller: HealthPoller | None = None
         for line in gen.stdout:  # bounded: the generator ends after its ramp, settle and window
             line = line.strip()
             if line == "MEASURE_START":
                 sproc.cpu_percent(None)
+                rss0 = sproc.memory_info().rss / 2**20
                 m0 = scrape(server.port) if kind in ("ours", "before") else None
                 poller = HealthPoller(server.port) if kind == "ours" else None
                 if args.pyspy and kind == "ours":
@@ -264,6 +272,9 @@ def run_once(kind: str, scenario: str, players: int, args: argparse.Namespace,
         if "scenario" not in result:
             raise RuntimeError(f"{kind}: the generator printed no result (exit {gen.returncode})")
         result.update({"server": kind, "server_cpu": cpu, "server_rss_mb": rss, "load_avg": os.getloadavg()})
+        if scenario == "idle" and result.get("welcomed"):   # RSS growth per player that got in
+            result["rss_kb_per_player"] = (rss - rss0) * 1024 / result["welcomed"]
+            result["server_rss0_mb"] = rss0
         if m0 is not None and m1 is not None:
             result["server_counters"] = {k: m1[k] - m0[k] for k in m0}
         if spy is not None:
@@ -328,6 +339,15 @@ ROWS: dict[str, list[tuple[str, str, bool]]] = {
         ("walkers' frames delivered %", "delivered_pct", False),
         _GEN,
     ],
+    "idle": [
+        ("RSS KB per idle player", "rss_kb_per_player", True),
+        ("server RSS MB before", "server_rss0_mb", True),
+        ("server RSS MB after", "server_rss_mb", True),
+        ("welcomed", "welcomed", False),
+        ("welcome p99 s", "welcome_p99_s", True),
+        ("failed (connect/login/drop)", "failed", False),
+        ("refused logins", "refused", False),
+    ],
     "overload": [
         _CPU,
         ("walking (admitted)", "walking", False),
@@ -353,7 +373,8 @@ def report(scenario: str, players: int, results: list[dict[str, Any]], args: arg
     title = {"forest": f"forest, {players} walkers at {args.rate:g} connects/s",
              "storm": f"storm, {args.storm} first logins at {args.rate:g}/s into town, "
                       f"{args.residents} walkers in forest",
-             "overload": f"overload, {players} walkers at {args.rate:g} connects/s into forest"}[scenario]
+             "overload": f"overload, {players} walkers at {args.rate:g} connects/s into forest",
+             "idle": f"idle, {players} players logged in at {args.rate:g}/s and staying in town"}[scenario]
     by = {r["server"]: r for r in results}
     pairs = [(a, b) for a, b in RATIOS if a in by and b in by]
     header = "".join(f"{k:>12}" for k in kinds) + "".join(f"{a + '/' + b:>13}" for a, b in pairs)
@@ -385,9 +406,12 @@ def report(scenario: str, players: int, results: list[dict[str, Any]], args: arg
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m loadtest.bench_forest", description=__doc__.split("\n")[0])
-    p.add_argument("--scenario", choices=["forest", "storm", "overload"], default="forest")
+    p.add_argument("--scenario", choices=["forest", "storm", "overload", "idle"], default="forest")
     p.add_argument("--players", type=lambda s: [int(x) for x in s.split(",")], default=None,
-                   help="walker counts (forest default 500,1000; overload default 3000)")
+                   help="walker counts (forest default 500,1000; overload default 3000); idle players "
+                        "(idle default 2000)")
+    p.add_argument("--tick-format", choices=["v1", "compact"], default="v1",
+                   help="tick encoding the players ask for (compact: integer tenths, if the server agrees)")
     p.add_argument("--servers", default="ours,bare", help="comma list of ours, bare, node")
     p.add_argument("--repeat", type=int, default=1)
     p.add_argument("--seconds", type=float, default=20.0, help="measured window (forest, overload)")
@@ -412,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     raise_fd_limit()
     if args.pyspy:
         Path(args.pyspy).mkdir(parents=True, exist_ok=True)
-    counts = args.players or ([3000] if args.scenario == "overload" else [500, 1000])
+    counts = args.players or {"overload": [3000], "idle": [2000]}.get(args.scenario, [500, 1000])
     if args.scenario == "storm":
         counts = [args.residents]
     kinds = [k.strip() for k in args.servers.split(",") if k.strip()]

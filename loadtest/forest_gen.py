@@ -11,7 +11,12 @@ Players (``loadtest.rawws``):
   receipt of the first tick whose bytes hold this player's ``moved`` entry at exactly that target (found
   with ``bytes.find`` of the msgpack entry, so every player measures at almost no cost). A target that a
   later one replaces before it shows counts as superseded.
-* **arrivals** (storm) log in and stay, pinging every 5 s; measured: welcome time from the first connect.
+* **arrivals** (storm, idle) log in and stay, pinging every 5 s; measured: welcome time from the first
+  connect. ``idle`` is arrivals only (into the start room, ``town``), ``MEASURE_START`` before the first
+  and ``MEASURE_END`` 3 s after the last is in: the orchestrator reads the server's RSS at both.
+
+``--tick-format compact`` asks for compact ticks at login (positions in integer tenths); a server that
+echoes it in ``welcome`` is then measured in that encoding (a bare server does not: it stays v1).
 
 Refusals: ``error busy`` / ``server_full`` (or an HTTP 503 upgrade) are counted by code and the login is
 retried on the same socket after ``retry_after`` (default 1 s) times a random 1.0-1.5 (jitter). Failures:
@@ -42,6 +47,8 @@ PING_EVERY = 5.0
 SLOTS = 10  # players are stepped in 10 groups, one every 10 ms
 MAX_PENDING = 4  # move targets waiting to show in a tick
 REFUSED = ("busy", "server_full")
+COMPACT_SCALE = 10  # compact ticks: positions in tenths (shared.codec.COMPACT_SCALE; not imported: the
+#                     generator stays independent of the server's packages)
 
 
 class Player(RawWs):
@@ -58,6 +65,7 @@ class Player(RawWs):
         self.state = "connecting"
         self.t_first = self.t_state = time.perf_counter()
         self.t_welcome = 0.0
+        self.scale = 1   # COMPACT_SCALE once the server agreed to compact ticks
         self.walking_since = math.inf
         self.retry_at = 0.0
         self.you = -1
@@ -85,7 +93,10 @@ class Player(RawWs):
 
     def login(self) -> None:
         self.to("login")
-        self.send({"t": "login", "name": self.name, "secret": f"forest-bench-{self.name}", "rid": 1})
+        msg = {"t": "login", "name": self.name, "secret": f"forest-bench-{self.name}", "rid": 1}
+        if self.gen.args.tick_format == "compact":
+            msg["tick_format"] = "compact"
+        self.send(msg)
 
     # -- wire ----------------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -137,6 +148,8 @@ class Player(RawWs):
         elif t == "bye":
             self.fail(f"bye {msg.get('reason')}")
         elif t == "welcome" and self.state == "login":
+            if msg.get("tick_format") == "compact":
+                self.scale = COMPACT_SCALE
             self.t_welcome = now
             self.gen.welcome_s.append(now - self.t_first)
             self.to("placing" if self.walker else "done")
@@ -194,7 +207,9 @@ class Player(RawWs):
             if len(pending) >= MAX_PENDING:
                 del pending[0]
                 self.gen.superseded += 1
-            pending.append((msgpack.packb([self.you, x, y]), now))
+            scale = self.scale
+            entry = [self.you, x, y] if scale == 1 else [self.you, round(x * scale), round(y * scale)]
+            pending.append((msgpack.packb(entry), now))
 
 
 class Generator:
@@ -357,6 +372,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "welcome_over_20s": sum(w > 20.0 for w in welcomed),
                 "arrival_failures": sum(p.state == "failed" for p in arrivals),
             })
+        elif args.scenario == "idle":
+            t0 = gen.open_window()
+            await gen.ramp([f"i{i:05d}" for i in range(args.players)], walker=False, measured=False,
+                           rate=args.rate)
+            await gen.wait_settled(gen.players, args.settle_max, refused_ok=False)
+            result["ready_after_s"] = time.perf_counter() - t_start
+            await asyncio.sleep(3.0)
+            dt = gen.close_window(t0)
+            result["welcomed"] = sum(1 for p in gen.players if p.t_welcome)
+            result["welcome_p99_s"] = pct(gen.welcome_s, 0.99)
         else:  # forest and overload: walkers only
             names = [f"w{i:05d}" for i in range(args.players)]
             await gen.ramp(names, walker=True, measured=True, rate=args.rate)
@@ -393,8 +418,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m loadtest.forest_gen", description=__doc__.split("\n")[0])
     p.add_argument("--port", type=int, required=True)
-    p.add_argument("--scenario", choices=["forest", "storm", "overload"], default="forest")
-    p.add_argument("--players", type=int, default=500, help="walkers (forest, overload)")
+    p.add_argument("--scenario", choices=["forest", "storm", "overload", "idle"], default="forest")
+    p.add_argument("--players", type=int, default=500, help="walkers (forest, overload), arrivals (idle)")
+    p.add_argument("--tick-format", choices=["v1", "compact"], default="v1")
     p.add_argument("--residents", type=int, default=200, help="walkers already playing (storm)")
     p.add_argument("--storm", type=int, default=2000, help="first logins arriving (storm)")
     p.add_argument("--room", default="forest", help="room the walkers join")

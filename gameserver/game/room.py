@@ -181,7 +181,7 @@ class Room:
         self._player(pid)
         seen = self._aoi.view(pid)
         return {
-            "players": [[q.id, q.name, q.x, q.y] for q in seen],
+            "players": [q.entry for q in seen],   # shared (id, name, x, y) tuples: encoded as arrays
             "mobs": [[m.id, m.kind, m.x, m.y, m.hp] for m in self._mobs.values()],
             "bounds": [self.bounds[0], self.bounds[1]],
         }

@@ -52,16 +52,20 @@ class Delivery:
 
 
 class Snapshot(NamedTuple):
-    """What `view` told a client: player id -> position, fixture id -> state."""
+    """What `view` told a client: player id -> its ``Tracked.entry`` then, fixture id -> state."""
 
-    players: dict[int, tuple[float, float]]
+    players: dict[int, tuple[int, str, float, float]]
     fixtures: dict[int, Any]
 
 
 class Tracked:
-    """A moving entity (a player) as the area of interest sees it."""
+    """A moving entity (a player) as the area of interest sees it.
 
-    __slots__ = ("cell", "id", "name", "x", "y")
+    ``entry`` is ``(id, name, x, y)``, made once per position: every snapshot that lists the player shares
+    it, so a join into a crowd of n allocates no n small objects (they would fragment the heap for good).
+    """
+
+    __slots__ = ("cell", "entry", "id", "name", "x", "y")
 
     def __init__(self, pid: int, name: str, x: float, y: float, cell: int) -> None:
         self.id = pid
@@ -69,6 +73,7 @@ class Tracked:
         self.x = x
         self.y = y
         self.cell = cell
+        self.entry = (pid, name, x, y)
 
 
 class Fixture:
@@ -180,6 +185,7 @@ class AreaOfInterest:
         p = self.players[pid]
         old_cell = p.cell
         p.x, p.y = x, y
+        p.entry = (pid, p.name, x, y)
         new_cell = self.grid.cell_of(x, y)
         if new_cell != old_cell:
             self.grid.relocate(pid, old_cell, new_cell)
@@ -195,7 +201,7 @@ class AreaOfInterest:
         """``visible(pid)``, remembered as that player's client view: its next delivery is relative to it
         (and to the state of every fixture now)."""
         seen = self.visible(pid)
-        self.log.snapshots[pid] = Snapshot({q.id: (q.x, q.y) for q in seen},
+        self.log.snapshots[pid] = Snapshot({q.id: q.entry for q in seen},
                                            {f.id: f.state for f in self.fixtures.values()})
         return seen
 
@@ -357,8 +363,12 @@ def build_deliveries(
         moved = []
         for q in moved_set.intersection(now_seen, was_seen):
             o = players[q]
-            if snapshot is None or snapshot.players[q] != (o.x, o.y):
+            if snapshot is None:
                 moved.append([q, o.x, o.y])
+            else:
+                shown = snapshot.players[q]
+                if shown is not o.entry and (shown[2] != o.x or shown[3] != o.y):
+                    moved.append([q, o.x, o.y])
         _fixture_states(log, fixtures, fixtures_by_cell, fixture_cells, near_new, snapshot,
                         (moved, joined, left), fixtures_key, pid, deliveries)
     return deliveries

@@ -74,3 +74,18 @@ def test_fast_and_general_personal_deliveries_are_equal(seed: int, monkeypatch: 
         general = normalized(pair[1].deliveries())
         assert fast == general
     assert changers > 20   # the fast path really ran
+
+
+def test_snapshots_share_one_entry_per_player_until_it_moves() -> None:
+    """A join into a crowd must not allocate one small object per player seen (heap fragmentation made
+    2,000 idle players in town cost ~36 KB each): snapshots list the players' own entry tuples."""
+    a = AreaOfInterest(1000.0, 1000.0)
+    for pid in range(1, 6):
+        a.add(pid, f"p{pid}", 500.0, 500.0)
+    first = {q.id: q.entry for q in a.view(1)}
+    a.deliveries()
+    second = {q.id: q.entry for q in a.view(2)}
+    assert all(first[pid] is second[pid] for pid in first)
+    assert first[3] == (3, "p3", 500.0, 500.0)
+    a.move(3, 510.0, 500.0)
+    assert a.players[3].entry == (3, "p3", 510.0, 500.0) and a.players[3].entry is not first[3]

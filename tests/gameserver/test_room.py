@@ -307,7 +307,7 @@ def test_join_and_leave_within_one_step_is_invisible() -> None:
     room.move(ghost, 520, 500, now=0.1)
     room.remove_player(ghost)
     assert room.step(0.1) == []
-    assert room.view_for(a)["players"] == [[a, "a", 500, 500]]
+    assert [list(e) for e in room.view_for(a)["players"]] == [[a, "a", 500, 500]]   # entries are tuples
 
 
 def test_mob_hp_changes_reach_only_neighbourhoods_of_the_mob() -> None:
