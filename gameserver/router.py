@@ -102,8 +102,10 @@ class Router:
         if link is not None:
             _send(link, body)
 
-    async def receive(self, link: Link, frame: bytes | str) -> None:
-        """Handle one frame from ``link``. Never raises (except cancellation)."""
+    def receive(self, link: Link, frame: bytes | str) -> Awaitable[None] | None:
+        """Handle one frame from ``link``: room messages (most frames) at once, returning None; a
+        session-layer message returns the awaitable that handles it (login, resume, ... do I/O). Never
+        raises (except cancellation), nor does the awaitable."""
         metrics = self.metrics
         metrics.bytes_in.inc(len(frame))
         if link.binary is None:
@@ -111,7 +113,7 @@ class Router:
         if _too_large(frame, self.max_bytes):
             event(log, "too_large", level=logging.INFO, size=len(frame))
             link.bye("too_large")
-            return
+            return None
         verdict = link.bucket.check(time.monotonic())
         if verdict is not Verdict.ALLOW:
             metrics.queue_drops.labels("rate_limited").inc()
@@ -122,7 +124,7 @@ class Router:
             elif verdict is Verdict.DROP_NOTIFY:
                 self.reply_error(link, RequestError("rate_limited", "too many messages, slow down"),
                                  _rid_of(frame, self.max_bytes))
-            return
+            return None
         raw: dict[str, Any] = {}
         try:
             raw = parse_frame(frame, max_size=self.max_bytes)
@@ -130,19 +132,22 @@ class Router:
             model = SESSION_MODELS.get(t)
             if model is None:
                 self._room_message(link, t, raw)
-                return
+                return None
             msg = validate(raw, model)
         except MessageTooLarge:
             link.bye("too_large")
-            return
+            return None
         except ProtocolError as exc:
             metrics.msg_in("_invalid").inc()
             self.reply_error(link, exc, exc.rid)
-            return
+            return None
         except Exception as exc:   # a room message refused (not in a room, room busy)
             self.reply_error(link, exc, _rid(raw))
-            return
+            return None
         metrics.msg_in(t).inc()
+        return self._session_message(link, t, msg)
+
+    async def _session_message(self, link: Link, t: str, msg: Any) -> None:
         handler, needs_session = self.handlers[t]
         try:
             if needs_session and link.session is None:

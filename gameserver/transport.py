@@ -48,12 +48,14 @@ log = logging.getLogger("gameserver.transport")
 class WsSink:
     """A websocket connection as seen by a ``Link``."""
 
-    __slots__ = ("_closing", "conn", "high")
+    __slots__ = ("_buffered", "_closing", "conn", "high")
 
     def __init__(self, conn: ServerConnection, high: int) -> None:
         self.conn = conn
         self.high = high
         self._closing: asyncio.Task[None] | None = None
+        # asked for every receiver of every tick: the bound method, not the attribute chain each time
+        self._buffered = conn.transport.get_write_buffer_size
 
     def send(self, frame: bytes | str) -> None:
         self.send_wire(server_frame(frame))
@@ -72,7 +74,7 @@ class WsSink:
             event(log, "write_failed", level=logging.DEBUG, error=str(exc))
 
     def backed_up(self) -> bool:
-        return self.conn.transport.get_write_buffer_size() > self.high
+        return self._buffered() > self.high
 
     async def drain(self) -> None:
         if self.conn.state is not State.OPEN:
@@ -103,11 +105,12 @@ def _response(status: int, body: bytes, content_type: str) -> Response:
 
 class Transport:
     """Owns the listening socket and the connections; everything else comes in as callables:
-    ``receive(link, frame)`` for each frame, ``closed(link)`` once per connection, ``health()`` for
-    ``/health`` and ``pages(path, headers)`` for the other HTTP routes (None: 404)."""
+    ``receive(link, frame)`` for each frame (it returns an awaitable only when it must wait),
+    ``closed(link)`` once per connection, ``health()`` for ``/health`` and ``pages(path, headers)`` for
+    the other HTTP routes (None: 404)."""
 
     def __init__(self, limits: LimitsConfig, metrics: Metrics, *,
-                 receive: Callable[[Link, bytes | str], Awaitable[None]],
+                 receive: Callable[[Link, bytes | str], Awaitable[None] | None],
                  closed: Callable[[Link], Awaitable[None]],
                  health: Callable[[], dict[str, Any]],
                  pages: Callable[[str, Mapping[str, str]], HttpAnswer | None]) -> None:
@@ -229,7 +232,9 @@ class Transport:
                 except ConnectionClosed:
                     break
                 link.last_frame = clock()
-                await receive(link, frame)
+                pending = receive(link, frame)   # None: handled already (room messages, most frames)
+                if pending is not None:
+                    await pending
             if link.closing:
                 await link.wait_flushed(limits.close_timeout)
                 await sink.wait_closing()

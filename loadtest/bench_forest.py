@@ -35,8 +35,9 @@ Scenarios (see ``loadtest.forest_gen`` for the players):
   its centre, so every join's snapshot lists everyone in), pinging every 5 s. Printed: the server's RSS
   growth per player that got in, from just before the first connect to 3 s after the last welcome.
 
-``--pyspy DIR`` records ours with py-spy (non-blocking, during the window) and prints the top functions by
-self time. Server ports are picked below the ephemeral range; the fd limit is raised for the children.
+``--pyspy DIR`` records every Python server (ours, before, bare) with py-spy (non-blocking, during the
+window) and prints the top functions by self time. Server ports are picked below the ephemeral range; the
+fd limit is raised for the children.
 """
 
 from __future__ import annotations
@@ -257,9 +258,9 @@ def run_once(kind: str, scenario: str, players: int, args: argparse.Namespace,
                 rss0 = sproc.memory_info().rss / 2**20
                 m0 = scrape(server.port) if kind in ("ours", "before") else None
                 poller = HealthPoller(server.port) if kind == "ours" else None
-                if args.pyspy and kind == "ours":
-                    spy = pyspy_start(sproc.pid, Path(args.pyspy) / f"{scenario}-{players}.raw", args.seconds,
-                                      args.gen_core)
+                if args.pyspy and kind != "node":
+                    spy = pyspy_start(sproc.pid, Path(args.pyspy) / f"{kind}-{scenario}-{players}.raw",
+                                      args.seconds, args.gen_core)
             elif line == "MEASURE_END":
                 cpu = sproc.cpu_percent(None)
                 rss = sproc.memory_info().rss / 2**20
@@ -279,7 +280,7 @@ def run_once(kind: str, scenario: str, players: int, args: argparse.Namespace,
             result["server_counters"] = {k: m1[k] - m0[k] for k in m0}
         if spy is not None:
             spy.wait(timeout=args.seconds + 30)
-            raw = Path(args.pyspy) / f"{scenario}-{players}.raw"
+            raw = Path(args.pyspy) / f"{kind}-{scenario}-{players}.raw"
             result["pyspy_top"] = pyspy_top(raw) if raw.exists() else {}
         return result
     finally:
@@ -426,7 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(e.g. --servers ours,before,bare --before /tmp/main)")
     p.add_argument("--server-core", default="0")
     p.add_argument("--gen-core", default="1")
-    p.add_argument("--pyspy", default=None, help="dir: record ours with py-spy during the window")
+    p.add_argument("--pyspy", default=None,
+                   help="dir: record the Python servers with py-spy during the window")
     p.add_argument("--json", action="store_true", help="print results as JSON lines")
     return p
 
