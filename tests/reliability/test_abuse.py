@@ -139,11 +139,13 @@ async def test_abuse_is_limited_and_honest_tick_age_stays_low(server_process: An
     # every honest player kept getting ticks, with p99 age under the bound in every phase
     assert all(len(ages) > 0 for ages in ([a for t, a in h.ages] for h in honest))
     assert all(p99 < P99_LIMIT for p99 in p99s.values()), p99s
-    # flood: the limit refuses upgrades with 503 and thousands of connects are absorbed
+    # flood: the limit refuses upgrades with 503 and the flood is absorbed. How many connects the flooder
+    # manages in its 4 s depends on the CPU it gets (770-880 with both cores busy, 1,000+ otherwise): what
+    # must hold is that it went well past the limit.
     flood = res["flood"]
     assert flood.get("status_503", 0) >= 100 * SCALE, flood
     assert flood["held"] <= MAX_CONNECTIONS + 50, flood
-    assert flood["connects"] >= 1000, flood
+    assert flood["connects"] >= MAX_CONNECTIONS + 200 * SCALE, flood
     # slowloris: every stalled handshake is closed by the server after about open_timeout
     slow = res["slowloris"]
     assert slow["closed_by_server"] == slow["opened"], slow
