@@ -160,8 +160,7 @@ class Outbox:
                             self._keep(session, mine, now)
                         continue
                     binary = link.binary is not False
-                    out = link.out   # Link.direct_ok, inlined
-                    if link.closing or out.reliable or out.tick is not None or link.sink.backed_up():
+                    if not link.direct_ok:
                         if mine:
                             self._queue(session, link, mine, binary, now)
                         link.queue_tick(body, n, stamp)

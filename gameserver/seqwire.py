@@ -9,7 +9,8 @@ a full msgpack/JSON encode each; appending one key to the encoded map costs a fe
 - JSON (compact, as ``shared.codec`` writes it): put ``,"seq":N`` before the closing ``}``.
 
 The result is byte for byte ``encode_raw({**body, "seq": seq})`` (``tests/gameserver/test_seqwire.py``), as
-long as ``body`` has no ``seq`` of its own; callers encode in full in that case (``has_seq``).
+long as ``body`` has no ``seq`` of its own; callers encode in full in that case
+(``outbox._Encoded.numbered_wire``).
 """
 
 from __future__ import annotations
@@ -65,18 +66,8 @@ def seq_tail(seq: int, binary: bool) -> bytes:
     return pack_uint(seq) if binary else b"%d}" % seq
 
 
-def msgpack_with_seq(data: bytes, seq: int) -> bytes:
-    """An encoded msgpack map with ``seq`` appended as its last entry."""
-    return seq_prefix(data, True) + pack_uint(seq)
-
-
-def json_with_seq(data: bytes, seq: int) -> bytes:
-    """An encoded compact JSON object (UTF-8 bytes) with ``"seq"`` appended as its last member."""
-    return b'%b,"seq":%d}' % (memoryview(data)[:-1], seq)
-
-
 def with_seq(frame: bytes | str, seq: int) -> bytes | str:
     """A frame as ``shared.codec.encode_raw`` returns it (msgpack bytes or JSON text) with ``seq`` added."""
     if isinstance(frame, str):
-        return f'{frame[:-1]},"seq":{seq}}}'
-    return msgpack_with_seq(frame, seq)
+        return (seq_prefix(frame.encode(), False) + seq_tail(seq, False)).decode()
+    return seq_prefix(frame, True) + seq_tail(seq, True)

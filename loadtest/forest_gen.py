@@ -19,7 +19,8 @@ Players (``loadtest.rawws``):
 echoes it in ``welcome`` is then measured in that encoding (a bare server does not: it stays v1).
 
 Refusals: ``error busy`` / ``server_full`` (or an HTTP 503 upgrade) are counted by code and the login is
-retried on the same socket after ``retry_after`` (default 1 s) times a random 1.0-1.5 (jitter). Failures:
+retried on the same socket after ``shared.retry.refusal_delay`` (``retry_after`` times a random 1.0-1.5, as
+every client of this repo waits). Failures:
 no TCP connection or no finished upgrade within ``--timeout`` s, no answer to a login / join within it, a
 drop while playing; each counted by reason. Prints ``MEASURE_START`` / ``MEASURE_END`` around the window
 (the orchestrator samples the server's CPU in between), then one JSON line of results.
@@ -40,15 +41,14 @@ import msgpack
 
 from loadtest.procs import raise_fd_limit
 from loadtest.rawws import RawWs, is_tick, tick_ts
+from shared.codec import COMPACT_SCALE
+from shared.retry import refusal_delay
 
 SPEED = 150.0  # units per second of the walk
 MOVE_EVERY = 0.1
 PING_EVERY = 5.0
 SLOTS = 10  # players are stepped in 10 groups, one every 10 ms
 MAX_PENDING = 4  # move targets waiting to show in a tick
-REFUSED = ("busy", "server_full")
-COMPACT_SCALE = 10  # compact ticks: positions in tenths (shared.codec.COMPACT_SCALE; not imported: the
-#                     generator stays independent of the server's packages)
 
 
 class Player(RawWs):
@@ -68,6 +68,7 @@ class Player(RawWs):
         self.scale = 1   # COMPACT_SCALE once the server agreed to compact ticks
         self.walking_since = math.inf
         self.retry_at = 0.0
+        self.refused = 0   # login refusals so far (the backoff's attempt number)
         self.you = -1
         self.x = self.y = 0.0
         self.side = (1000.0, 1000.0)
@@ -137,11 +138,13 @@ class Player(RawWs):
         rid = msg.get("rid")
         if t == "error":
             code = str(msg.get("code"))
-            if rid == 1 and code in REFUSED and self.state == "login":
+            after = msg.get("retry_after")
+            wait = refusal_delay(code, float(after) if isinstance(after, int | float) else None,
+                                 self.refused, self.rng) if rid == 1 else None
+            if wait is not None and self.state == "login":
                 self.gen.refusals[code] += 1
-                after = msg.get("retry_after")
-                wait = float(after) if isinstance(after, int | float) and after > 0 else 1.0
-                self.retry_at = now + wait * self.rng.uniform(1.0, 1.5)
+                self.refused += 1
+                self.retry_at = now + wait
                 self.to("refused")
             else:
                 self.fail(f"error {code}")

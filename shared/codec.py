@@ -8,6 +8,7 @@ parses, then validates against the model chosen by ``t``; every failure becomes 
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 import msgpack
@@ -26,7 +27,15 @@ def _reject_constant(name: str) -> Any:
 
 
 _json_decode = json.JSONDecoder(parse_constant=_reject_constant).decode
-_pack = msgpack.Packer(use_bin_type=True).pack   # one packer, reused: half the cost of packb for small maps
+_packers = threading.local()   # a Packer per thread, reused: half the cost of packb for small maps
+
+
+def _pack(obj: Any) -> bytes:
+    """``msgpack.packb(obj)`` through this thread's Packer (a Packer must not be shared across threads)."""
+    pack = getattr(_packers, "pack", None)
+    if pack is None:
+        pack = _packers.pack = msgpack.Packer(use_bin_type=True).pack
+    return pack(obj)
 _json_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
 
