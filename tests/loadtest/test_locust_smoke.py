@@ -6,6 +6,7 @@ Checked per message type, not only overall: every expected entry has successes a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import os
 import re
@@ -29,6 +30,42 @@ EXPECTED = ("connect", "login", "join", "ping", "tick_age")
 def read_stats(path: Path) -> dict[str, dict[str, str]]:
     with path.open(newline="") as fh:
         return {row["Name"]: row for row in csv.DictReader(fh)}
+
+
+@contextlib.contextmanager
+def serving(tmp_path: Path, **env: str) -> Iterator[int]:
+    """A ``gameserver serve`` subprocess on a free port with a fresh data dir (``env``: extra variables,
+    e.g. ``GAMESERVER_LIMITS__MAX_SESSIONS``); yields the port once /health answers."""
+    port = free_port()
+    server_log = (tmp_path / "server.log").open("wb")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gameserver.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+         "--data", str(tmp_path / "data")],
+        cwd=REPO, env=dict(os.environ, PYTHONUNBUFFERED="1", **env), stdout=server_log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_healthy(port, server)
+        yield port
+    finally:
+        stop_process(server)
+        server_log.close()
+
+
+Stats = dict[str, dict[str, str]]
+
+
+def run_locust(port: int, csv_prefix: Path, users: int, rate: int, seconds: int, stop_timeout: int,
+               timeout: int, **env: str) -> tuple[subprocess.CompletedProcess[str], Stats]:
+    """README's headless locust run against ``port``; returns the process and its per-entry stats."""
+    locust = subprocess.run(
+        [sys.executable, "-m", "locust", "-f", str(REPO / "loadtest" / "locustfile.py"), "--headless",
+         "-u", str(users), "-r", str(rate), "-t", f"{seconds}s", "--stop-timeout", str(stop_timeout),
+         "--host", f"ws://127.0.0.1:{port}", "--csv", str(csv_prefix), "--only-summary",
+         "--loglevel", "WARNING"],
+        cwd=REPO, env=dict(os.environ, **env), capture_output=True, text=True, timeout=timeout,
+    )
+    return locust, read_stats(Path(f"{csv_prefix}_stats.csv"))
 
 
 def test_tick_ts_reads_ts_of_server_ticks_without_decoding() -> None:
@@ -106,24 +143,8 @@ def test_ws_client_round_trips_small_medium_large_and_text(echo_server: int) -> 
 
 @pytest.mark.slow
 def test_locust_headless_100_users_no_failures(tmp_path: Path) -> None:
-    port = free_port()
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    server_log = (tmp_path / "server.log").open("wb")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gameserver.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-         "--data", str(tmp_path / "data")],
-        cwd=REPO, env=env, stdout=server_log, stderr=subprocess.STDOUT,
-    )
-    try:
-        wait_healthy(port, server)
-        csv_prefix = tmp_path / "run"
-        locust = subprocess.run(
-            [sys.executable, "-m", "locust", "-f", str(REPO / "loadtest" / "locustfile.py"), "--headless",
-             "-u", "100", "-r", "50", "-t", "20s", "--stop-timeout", "5", "--host", f"ws://127.0.0.1:{port}",
-             "--csv", str(csv_prefix), "--only-summary", "--loglevel", "WARNING"],
-            cwd=REPO, env=dict(env, GAME_PROFILE="busy"), capture_output=True, text=True, timeout=120,
-        )
-        stats = read_stats(Path(f"{csv_prefix}_stats.csv"))
+    with serving(tmp_path) as port:
+        locust, stats = run_locust(port, tmp_path / "run", 100, 50, 20, 5, 120, GAME_PROFILE="busy")
         report = "\n".join(
             f"{name}: {row['Request Count']} requests, {row['Failure Count']} failed"
             for name, row in stats.items()
@@ -136,33 +157,14 @@ def test_locust_headless_100_users_no_failures(tmp_path: Path) -> None:
         assert int(stats["login"]["Request Count"]) >= 100
         assert int(stats["tick_age"]["Request Count"]) > 1000
         assert locust.returncode == 0, locust.stderr[-3000:]
-    finally:
-        stop_process(server)
-        server_log.close()
 
 
 @pytest.mark.slow
 def test_locust_users_resume_after_cutting_their_sockets_without_seq_failures(tmp_path: Path) -> None:
     """--drop-every: each user resets its own TCP connection every ~2 s and resumes with its last seq."""
-    port = free_port()
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    server_log = (tmp_path / "server.log").open("wb")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gameserver.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-         "--data", str(tmp_path / "data")],
-        cwd=REPO, env=env, stdout=server_log, stderr=subprocess.STDOUT,
-    )
-    try:
-        wait_healthy(port, server)
-        csv_prefix = tmp_path / "run"
-        locust = subprocess.run(
-            [sys.executable, "-m", "locust", "-f", str(REPO / "loadtest" / "locustfile.py"), "--headless",
-             "-u", "30", "-r", "30", "-t", "12s", "--stop-timeout", "5", "--host", f"ws://127.0.0.1:{port}",
-             "--csv", str(csv_prefix), "--only-summary", "--loglevel", "WARNING"],
-            cwd=REPO, env=dict(env, GAME_PROFILE="busy", GAME_DROP_EVERY="2"), capture_output=True, text=True,
-            timeout=90,
-        )
-        stats = read_stats(Path(f"{csv_prefix}_stats.csv"))
+    with serving(tmp_path) as port:
+        locust, stats = run_locust(port, tmp_path / "run", 30, 30, 12, 5, 90, GAME_PROFILE="busy",
+                                   GAME_DROP_EVERY="2")
         report = "\n".join(f"{name}: {row['Request Count']} ok, {row['Failure Count']} failed"
                            for name, row in stats.items())
         failures = {name: row for name, row in stats.items() if int(row["Failure Count"]) > 0}
@@ -172,33 +174,14 @@ def test_locust_users_resume_after_cutting_their_sockets_without_seq_failures(tm
         assert int(stats["login"]["Request Count"]) == 30, report
         assert "seq:gap" not in stats and "seq:duplicate" not in stats
         assert locust.returncode == 0, locust.stderr[-3000:]
-    finally:
-        stop_process(server)
-        server_log.close()
 
 
 @pytest.mark.slow
 def test_locust_users_refused_by_a_full_server_wait_it_out_without_failures(tmp_path: Path) -> None:
     """40 users, room for 15: the rest get `login:server_full` (not a failure) and keep retrying."""
-    port = free_port()
-    env = dict(os.environ, PYTHONUNBUFFERED="1", GAMESERVER_LIMITS__MAX_SESSIONS="15",
-               GAMESERVER_LIMITS__FULL_RETRY_AFTER="1.0")
-    server_log = (tmp_path / "server.log").open("wb")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gameserver.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-         "--data", str(tmp_path / "data")],
-        cwd=REPO, env=env, stdout=server_log, stderr=subprocess.STDOUT,
-    )
-    try:
-        wait_healthy(port, server)
-        csv_prefix = tmp_path / "run"
-        locust = subprocess.run(
-            [sys.executable, "-m", "locust", "-f", str(REPO / "loadtest" / "locustfile.py"), "--headless",
-             "-u", "40", "-r", "40", "-t", "12s", "--stop-timeout", "3", "--host", f"ws://127.0.0.1:{port}",
-             "--csv", str(csv_prefix), "--only-summary", "--loglevel", "WARNING"],
-            cwd=REPO, env=dict(os.environ, GAME_PROFILE="casual"), capture_output=True, text=True, timeout=90,
-        )
-        stats = read_stats(Path(f"{csv_prefix}_stats.csv"))
+    with serving(tmp_path, GAMESERVER_LIMITS__MAX_SESSIONS="15",
+                 GAMESERVER_LIMITS__FULL_RETRY_AFTER="1.0") as port:
+        locust, stats = run_locust(port, tmp_path / "run", 40, 40, 12, 3, 90, GAME_PROFILE="casual")
         report = "\n".join(f"{n}: {r['Request Count']} requests, {r['Failure Count']} failed"
                            for n, r in stats.items())
         assert int(stats["Aggregated"]["Failure Count"]) == 0, report
@@ -206,9 +189,6 @@ def test_locust_users_refused_by_a_full_server_wait_it_out_without_failures(tmp_
         assert 15 <= int(stats["login"]["Request Count"]) <= 17, report
         assert int(stats["login:server_full"]["Request Count"]) >= 25, report   # each of 25 refused, retrying
         assert locust.returncode == 0, locust.stderr[-3000:]
-    finally:
-        stop_process(server)
-        server_log.close()
 
 
 def test_bench_server_room_sizes_and_histogram_quantiles() -> None:

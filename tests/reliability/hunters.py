@@ -44,3 +44,14 @@ class Hunter:
                     if hit.hp == 0:
                         self.kills.append(time.monotonic())
             await asyncio.sleep(0.03)
+
+
+async def stop_hunting(stop: asyncio.Event, tasks: list[asyncio.Task[None]],
+                       clients: list[GameClient]) -> None:
+    """End a hunt: stop the hunters, cancel their tasks, close their clients (each close within 3 s)."""
+    stop.set()
+    for t in tasks:
+        t.cancel()
+    for c in clients:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(c.close(), 3.0)

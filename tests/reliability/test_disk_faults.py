@@ -13,7 +13,6 @@ process-global), with a real file store in ``tmp_path``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import json
 import time
@@ -28,7 +27,7 @@ from shared.client import GameClient, ServerError
 from tests.support import SECRET, server_config
 
 from .conftest import percentile
-from .hunters import Hunter
+from .hunters import Hunter, stop_hunting
 
 XP = 10
 FAULT_SECONDS = 3.0
@@ -133,12 +132,7 @@ async def test_disk_fault_grants_wait_and_are_acknowledged_after_it_clears_serve
         failures = {why: server.metrics.grant_failures.labels(why)._value.get()
                     for why in ("final", "gave_up", "overflow", "shutdown")}
     finally:
-        stop.set()
-        for t in tasks:
-            t.cancel()
-        for c in clients:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(c.close(), 3.0)
+        await stop_hunting(stop, tasks, clients)
         await server.stop()
         fileio.clear_faults()
 

@@ -17,7 +17,6 @@ process, ``shared.client`` bots. The helper's blocking calls run in a thread so 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import Counter
 from pathlib import Path
@@ -32,7 +31,7 @@ from shared.client import GameClient
 from tests import redis_servers
 from tests.support import SECRET, server_config
 
-from .hunters import Hunter
+from .hunters import Hunter, stop_hunting
 
 pytestmark = pytest.mark.redis
 
@@ -122,12 +121,7 @@ async def test_grants_survive_master_kills_none_lost_none_twice(tmp_path: Path, 
         internal = sum(len(h.internal) for h in hunters)
         acked = {name: [x for _, x in h.acked] for name, h in zip(NAMES, hunters, strict=True)}
     finally:
-        stop.set()
-        for t in tasks:
-            t.cancel()
-        for c in clients:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(c.close(), 3.0)
+        await stop_hunting(stop, tasks, clients)
         if server is not None:
             await server.stop()
 
