@@ -75,6 +75,7 @@ class Link:
         self.session: Session | None = None
         self.closing = False
         self.close_reason = ""
+        self.on_closing: Callable[[], None] | None = None   # the read loop's wake-up (transport)
         self._writer: asyncio.Task[None] | None = None
         self._close_code = CLOSE_NORMAL
 
@@ -152,6 +153,8 @@ class Link:
         if not self.out:
             self.sink.close(self._close_code, reason)
         # else the writer closes once the bye is out
+        if self.on_closing is not None:
+            self.on_closing()
 
     def abort(self, reason: str, code: int) -> None:
         """Close without a bye (the queue is full, nothing more can be said)."""
@@ -165,6 +168,8 @@ class Link:
         event(log, "link_aborted", level=logging.WARNING, reason=reason, code=code,
               session=self.session.id if self.session else None)
         self.sink.close(code, reason)
+        if self.on_closing is not None:
+            self.on_closing()
 
     async def wait_flushed(self, limit: float) -> None:
         """Give the writer up to ``limit`` seconds to send what is queued (a bye before closing)."""

@@ -18,11 +18,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http
 import json
 import logging
 import socket
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +36,7 @@ from websockets.protocol import State
 
 from .logs import event
 from .session import Link
+from .wsdirect import DirectConnection
 from .wsframe import server_frame
 
 if TYPE_CHECKING:
@@ -95,6 +98,72 @@ class WsSink:
             await asyncio.wait([self._closing])
 
 
+class _DirectReader:
+    """Frames of one direct connection, in order: handled at once unless a session-layer message (login,
+    resume, ...) is still being awaited, then queued behind it (reading paused past ``MAX_BACKLOG``)."""
+
+    MAX_BACKLOG = 64   # as websockets' max_queue
+
+    __slots__ = ("backlog", "conn", "link", "paused", "receive", "task")
+
+    def __init__(self, link: Link, receive: Callable[[Link, bytes | str], Awaitable[None] | None],
+                 conn: DirectConnection) -> None:
+        self.link = link
+        self.receive = receive
+        self.conn = conn
+        self.backlog: deque[bytes] | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.paused = False
+
+    def frame(self, data: bytes) -> None:
+        link = self.link
+        if link.closing:
+            return
+        link.last_frame = time.monotonic()
+        backlog = self.backlog
+        if backlog is not None:
+            backlog.append(data)
+            if len(backlog) >= self.MAX_BACKLOG and not self.paused:
+                self.paused = True
+                self.conn.transport.pause_reading()
+            return
+        try:
+            pending = self.receive(link, data)
+        except Exception:   # receive never raises; if it did, the parser's callback must not break
+            event(log, "connection_failed", level=logging.ERROR, exc_info=True)
+            link.abort("internal", 1011)
+            return
+        if pending is not None:
+            self.backlog = deque()
+            self.task = asyncio.get_running_loop().create_task(self._drain(pending))
+
+    async def _drain(self, pending: Awaitable[None]) -> None:
+        try:
+            await pending
+            backlog = self.backlog
+            while backlog:
+                data = backlog.popleft()
+                if self.link.closing:
+                    break
+                more = self.receive(self.link, data)
+                if more is not None:
+                    await more
+        except Exception:
+            event(log, "connection_failed", level=logging.ERROR, exc_info=True)
+            self.link.abort("internal", 1011)
+        finally:
+            self.backlog = None
+            if self.paused:
+                self.paused = False
+                with contextlib.suppress(Exception):
+                    self.conn.transport.resume_reading()
+
+    async def finish(self) -> None:
+        """Wait until every frame received so far was handled."""
+        if self.task is not None:
+            await asyncio.wait([self.task])
+
+
 def _response(status: int, body: bytes, content_type: str) -> Response:
     headers = Headers([
         ("Content-Length", str(len(body))), ("Content-Type", content_type), ("Connection", "close"),
@@ -142,6 +211,7 @@ class Transport:
             ping_interval=None, ping_timeout=None,
             server_header="gameserver",
             backlog=limits.listen_backlog,
+            create_connection=DirectConnection,
         )
         return int(self.ws.sockets[0].getsockname()[1])
 
@@ -206,6 +276,42 @@ class Transport:
         return _response(404, b"not found\n", "text/plain; charset=utf-8")
 
     # -- websocket -----------------------------------------------------------------------------------
+    async def _read(self, conn: ServerConnection, link: Link) -> None:
+        """Hand ``link``'s frames to ``receive`` in order until the connection or the link closes.
+
+        Binary single-frame messages go straight from the parser (``gameserver.wsdirect``); this task only
+        sleeps until the connection closes, the link closes, or the connection fell back to websockets'
+        queue (a text frame, a fragment), which is then read with ``recv``.
+        """
+        receive = self.receive
+        clock = time.monotonic
+        loop = asyncio.get_running_loop()
+        while not link.closing:
+            if isinstance(conn, DirectConnection) and not conn.fell_back and conn.queued() == 0:
+                reader = _DirectReader(link, receive, conn)
+                wake = conn.wake = loop.create_future()
+                link.on_closing = conn.wake_up
+                conn.direct = reader.frame
+                try:
+                    if conn.state is State.OPEN:
+                        await wake
+                finally:
+                    conn.direct = None
+                    conn.wake = None
+                    link.on_closing = None
+                await reader.finish()
+                if not conn.fell_back:
+                    return
+                continue
+            try:
+                frame = await conn.recv()
+            except ConnectionClosed:
+                return
+            link.last_frame = clock()
+            pending = receive(link, frame)   # None: handled already (room messages, most frames)
+            if pending is not None:
+                await pending
+
     async def _handle(self, conn: ServerConnection) -> None:
         limits = self.limits
         metrics = self.metrics
@@ -223,18 +329,8 @@ class Transport:
         link = Link(sink, limits, metrics, time.monotonic())
         self.links.add(link)
         metrics.connections.inc()
-        receive = self.receive
-        clock = time.monotonic
         try:
-            while not link.closing:
-                try:
-                    frame = await conn.recv()
-                except ConnectionClosed:
-                    break
-                link.last_frame = clock()
-                pending = receive(link, frame)   # None: handled already (room messages, most frames)
-                if pending is not None:
-                    await pending
+            await self._read(conn, link)
             if link.closing:
                 await link.wait_flushed(limits.close_timeout)
                 await sink.wait_closing()
