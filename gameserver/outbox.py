@@ -36,7 +36,7 @@ Frame = bytes | str
 class _Encoded:
     """One body, encoded and framed lazily, once per encoding; numbered copies spliced per receiver."""
 
-    __slots__ = ("_size", "body", "frames", "numbered", "prefixes", "sent", "sent_bytes", "wires")
+    __slots__ = ("_compact", "_size", "body", "frames", "numbered", "prefixes", "sent", "sent_bytes", "wires")
 
     def __init__(self, body: dict[str, Any]) -> None:
         self.body = body
@@ -47,6 +47,13 @@ class _Encoded:
         self._size = 0
         self.sent = 0            # receivers written directly: metrics
         self.sent_bytes = 0
+        self._compact: _Encoded | None = None
+
+    def compact(self) -> _Encoded:
+        """This tick in the compact encoding (made for the first receiver asking, shared by the others)."""
+        if self._compact is None:
+            self._compact = _Encoded(compact_tick(self.body))
+        return self._compact
 
     def frame(self, binary: bool) -> Frame:
         found = self.frames.get(binary)
@@ -146,37 +153,33 @@ class Outbox:
                 for session in many:   # type: ignore[union-attr]
                     owed[session].append(enc)
         now = time.monotonic() if owed else 0.0
-        sent = sent_bytes = 0
+        sent = sent_bytes = 0   # ticks written
         if ticks:
             stamp = time.time()
             for receivers, body in ticks:
                 plain = _Encoded({"t": "tick", "n": n, "ts": stamp, **body})
-                small: _Encoded | None = None   # the compact form, made for the first receiver asking
+                plain_bin = b""   # what nearly every receiver gets: encoded for the first of them
+                direct = 0
                 for session in receivers:   # the hot loop: every receiver of every tick
                     link = session.link
-                    mine = owed.pop(session, None) if owed else None
                     if link is None:
-                        if mine:
-                            self._keep(session, mine, now)
+                        if owed:
+                            mine = owed.pop(session, None)
+                            if mine:
+                                self._keep(session, mine, now)
                         continue
-                    binary = link.binary is not False
-                    if not link.direct_ok:
-                        if mine:
-                            self._queue(session, link, mine, binary, now)
+                    mine = owed.pop(session, None) if owed else None
+                    if mine or link.compact or link.binary is False:
+                        self._tick_with(session, link, mine, plain, body, n, stamp, now)
+                        continue
+                    if not plain_bin:
+                        plain_bin = plain.wire(True)
+                    if link.send_now(plain_bin):
+                        direct += 1
+                    else:
                         link.queue_tick(body, n, stamp)
-                        continue
-                    if link.compact:
-                        if small is None:
-                            small = _Encoded(compact_tick(plain.body))
-                        wire = small.wire(binary)
-                    else:
-                        wire = plain.wire(binary)
-                    sent += 1
-                    sent_bytes += len(wire)
-                    if mine:
-                        link.sink.send_wire(self._wire(session, mine, binary, now) + wire)
-                    else:
-                        link.sink.send_wire(wire)
+                sent += direct + plain.sent
+                sent_bytes += direct * len(plain_bin) + plain.sent_bytes
         for session, mine in owed.items():   # reliable messages of receivers that got no tick
             link = session.link
             if link is None:
@@ -197,6 +200,21 @@ class Outbox:
             if enc is not None and enc.sent:
                 metrics.msg_out(enc.body["t"]).inc(enc.sent)
                 metrics.bytes_out.inc(enc.sent_bytes)
+
+    def _tick_with(self, session: Session, link: Link, mine: list[_Encoded | None] | None, plain: _Encoded,
+                   body: dict[str, Any], n: int, stamp: float, now: float) -> None:
+        """One receiver's tick off the common path: reliable messages owed first, or a compact or JSON
+        tick (counted in ``plain.sent``), or queued behind a backlog."""
+        binary = link.binary is not False
+        if not link.direct_ok:
+            if mine:
+                self._queue(session, link, mine, binary, now)
+            link.queue_tick(body, n, stamp)
+            return
+        wire = (plain.compact() if link.compact else plain).wire(binary)
+        plain.sent += 1
+        plain.sent_bytes += len(wire)
+        link.sink.send_wire(self._wire(session, mine, binary, now) + wire if mine else wire)
 
     @staticmethod
     def _keep(session: Session, mine: list[_Encoded | None], now: float) -> None:

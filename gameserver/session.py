@@ -65,6 +65,8 @@ class Link:
     def __init__(self, sink: Sink, limits: LimitsConfig, metrics: Metrics, now: float,
                  on_closed: Callable[[Link, str], Awaitable[None]] | None = None) -> None:
         self.sink = sink
+        self._send_wire = sink.send_wire   # bound once: send_now runs for every receiver of every tick
+        self._backed_up = sink.backed_up
         self.metrics = metrics
         self.binary: bool | None = None   # decided by the first frame
         self.compact = False               # ticks with integer positions in tenths (login tick_format)
@@ -84,6 +86,15 @@ class Link:
     def direct_ok(self) -> bool:
         """True when a frame may be written right now (open, nothing queued, socket not backed up)."""
         return not self.closing and not self.out and not self.sink.backed_up()
+
+    def send_now(self, wire: bytes) -> bool:
+        """Write serialised frames now if ``direct_ok`` (inlined: the tick's hot loop); False: not written,
+        the caller queues instead."""
+        out = self.out
+        if self.closing or out.reliable or out.tick is not None or self._backed_up():
+            return False
+        self._send_wire(wire)
+        return True
 
     def encode(self, body: dict[str, Any]) -> Frame:
         return encode_raw(body, self.binary is not False)

@@ -35,6 +35,11 @@ Scenarios (see ``loadtest.forest_gen`` for the players):
   its centre, so every join's snapshot lists everyone in), pinging every 5 s. Printed: the server's RSS
   growth per player that got in, from just before the first connect to 3 s after the last welcome.
 
+``--together`` runs the servers at the same time instead (all on the server core, each with its own
+generator on the generator core): a paired comparison that cancels this VM's slow drifts (the same server
+measured twice in a row here varies by up to +-20 %), at the price of servers sharing caches and a core.
+Use it for A/B comparisons (e.g. ``--servers ours,before --together``), not for absolute figures.
+
 ``--pyspy DIR`` records every Python server (ours, before, bare) with py-spy (non-blocking, during the
 window) and prints the top functions by self time. Server ports are picked below the ephemeral range; the
 fd limit is raised for the children.
@@ -56,6 +61,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -429,6 +435,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gen-core", default="1")
     p.add_argument("--pyspy", default=None,
                    help="dir: record the Python servers with py-spy during the window")
+    p.add_argument("--together", action="store_true",
+                   help="run the servers at the same time (paired A/B on a noisy machine, see above)")
     p.add_argument("--json", action="store_true", help="print results as JSON lines")
     return p
 
@@ -450,7 +458,12 @@ def main(argv: list[str] | None = None) -> int:
             kinds.remove("node")
     for _ in range(args.repeat):
         for n in counts:
-            results = [run_once(kind, args.scenario, n, args, modules) for kind in kinds]
+            if args.together:
+                with ThreadPoolExecutor(len(kinds)) as pool:
+                    results = list(pool.map(
+                        lambda kind, n=n: run_once(kind, args.scenario, n, args, modules), kinds))
+            else:
+                results = [run_once(kind, args.scenario, n, args, modules) for kind in kinds]
             if args.json:
                 for r in results:
                     print(json.dumps(r), flush=True)

@@ -115,6 +115,9 @@ class FakeSink:
     def send(self, frame):
         self.sent.append(frame)
 
+    def send_wire(self, wire):
+        self.sent.append(wire)
+
     def backed_up(self):
         return self.backed
 
