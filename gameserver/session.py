@@ -53,6 +53,7 @@ class Sink(Protocol):
     def send(self, frame: Frame) -> None: ...
     def send_wire(self, wire: bytes) -> None: ...   # already serialised websocket frame(s), see wsframe
     def backed_up(self) -> bool: ...
+    def write_now(self, wire: bytes) -> bool: ...   # send_wire unless backed_up (then False, not written)
     async def drain(self) -> None: ...
     def close(self, code: int, reason: str) -> None: ...
     @property
@@ -65,8 +66,7 @@ class Link:
     def __init__(self, sink: Sink, limits: LimitsConfig, metrics: Metrics, now: float,
                  on_closed: Callable[[Link, str], Awaitable[None]] | None = None) -> None:
         self.sink = sink
-        self._send_wire = sink.send_wire   # bound once: send_now runs for every receiver of every tick
-        self._backed_up = sink.backed_up
+        self._write_now = sink.write_now   # bound once: send_now runs for every receiver of every tick
         self.metrics = metrics
         self.binary: bool | None = None   # decided by the first frame
         self.compact = False               # ticks with integer positions in tenths (login tick_format)
@@ -91,10 +91,9 @@ class Link:
         """Write serialised frames now if ``direct_ok`` (inlined: the tick's hot loop); False: not written,
         the caller queues instead."""
         out = self.out
-        if self.closing or out.reliable or out.tick is not None or self._backed_up():
+        if self.closing or out.reliable or out.tick is not None:
             return False
-        self._send_wire(wire)
-        return True
+        return self._write_now(wire)
 
     def encode(self, body: dict[str, Any]) -> Frame:
         return encode_raw(body, self.binary is not False)

@@ -79,6 +79,18 @@ class WsSink:
     def backed_up(self) -> bool:
         return self._buffered() > self.high
 
+    def write_now(self, wire: bytes) -> bool:
+        """``send_wire`` unless ``backed_up`` (False: nothing written); one call for the tick's hot loop."""
+        if self._buffered() > self.high:
+            return False
+        conn = self.conn
+        if conn.protocol.state is State.OPEN and conn.send_in_progress is None:
+            try:
+                conn.transport.write(wire)
+            except (OSError, RuntimeError) as exc:   # transport closing under us: the read loop cleans up
+                event(log, "write_failed", level=logging.DEBUG, error=str(exc))
+        return True
+
     async def drain(self) -> None:
         if self.conn.state is not State.OPEN:
             raise ConnectionError("connection closed")

@@ -47,6 +47,12 @@ class CountingSink:
     def backed_up(self) -> bool:
         return False
 
+    def write_now(self, wire: bytes) -> bool:
+        if self.backed_up():
+            return False
+        self.send_wire(wire)
+        return True
+
     async def drain(self) -> None:
         return None
 

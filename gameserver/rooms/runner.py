@@ -83,6 +83,9 @@ class RoomRunner(RoomServices):
         self._m_duration = metrics.tick_duration.labels(self.name)
         self._m_lag = metrics.tick_lag.labels(self.name)
         self._m_overrun = metrics.tick_overruns.labels(self.name)
+        # t -> the room's bound handler, looked up once (every move of every player goes through it)
+        self._handlers: dict[str, Callable[[Player, Any], Any]] = {
+            t: getattr(room, method) for t, (_model, method) in room.messages.items()}
         room._services = self
 
     @property
@@ -263,17 +266,23 @@ class RoomRunner(RoomServices):
         self.outbox.personal(session, body)
 
     def _apply_message(self, session: Session, arg: tuple[str, Any], rid: int | None) -> None:
-        player = self.player_of(session)
+        # Hot path (every move): ``player_of`` and ``_call`` inlined.
+        player = self.members.get(session.pid) if session.runner is self else None   # type: ignore[arg-type]
         if player is None:
             self._refuse(session, RoomError("not_in_room", "not in a room"), rid)
             return
         t, msg = arg
-        entry = self.room.messages.get(t)
-        if entry is None:   # the session moved to a room of another type since the message was routed
+        handler = self._handlers.get(t)
+        if handler is None:   # the session moved to a room of another type since the message was routed
             self._refuse(session, RoomError("unknown_type", f"room {self.name} has no message {t!r}"), rid)
             return
-        handler = getattr(self.room, entry[1])
-        self._reply(session, self._call(session, rid, t, handler, player, msg), rid)
+        try:
+            body = handler(player, msg)
+        except Exception as exc:
+            self._call(session, rid, t, _raise, exc)   # logged, counted and answered as _call does
+            return
+        if body is not None:
+            self._reply(session, body, rid)
 
     def _apply_join(self, session: Session, returning: bool, rid: int | None) -> None:
         player = self.player_of(session)

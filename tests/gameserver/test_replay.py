@@ -110,6 +110,12 @@ class Sink:
     def backed_up(self) -> bool:
         return False
 
+    def write_now(self, wire: bytes) -> bool:
+        if self.backed_up():
+            return False
+        self.send_wire(wire)
+        return True
+
     async def drain(self) -> None:
         return None
 

@@ -27,6 +27,12 @@ class RecordingSink:
     def backed_up(self) -> bool:
         return self.backed
 
+    def write_now(self, wire: bytes) -> bool:
+        if self.backed_up():
+            return False
+        self.send_wire(wire)
+        return True
+
     async def drain(self) -> None:   # never drains in this test
         return None
 

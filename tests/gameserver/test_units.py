@@ -121,6 +121,12 @@ class FakeSink:
     def backed_up(self):
         return self.backed
 
+    def write_now(self, wire):
+        if self.backed_up():
+            return False
+        self.send_wire(wire)
+        return True
+
     async def drain(self):
         await self.drained.wait()
 
