@@ -107,10 +107,10 @@ class Router:
         session-layer message returns the awaitable that handles it (login, resume, ... do I/O). Never
         raises (except cancellation), nor does the awaitable."""
         metrics = self.metrics
-        metrics.bytes_in.inc(len(frame))
+        metrics.tally_bytes_in += len(frame)
         if link.binary is None:
             link.binary = not isinstance(frame, str)
-        if _too_large(frame, self.max_bytes):
+        if (len(frame) > self.max_bytes if type(frame) is bytes else _too_large(frame, self.max_bytes)):
             event(log, "too_large", level=logging.INFO, size=len(frame))
             link.bye("too_large")
             return None
@@ -173,7 +173,8 @@ class Router:
                 raise RequestError("not_logged_in", "log in first")
             raise RequestError("not_in_room", "not in a room")
         msg = validate(fields, entry[0], rid)
-        self.metrics.msg_in(t).inc()
+        tally = self.metrics.tally_in
+        tally[t] = tally.get(t, 0) + 1
         session.submit(target, "message", (t, msg), rid)   # type: ignore[union-attr]
 
     # -- session-layer handlers --------------------------------------------------------------------

@@ -261,6 +261,7 @@ def run_once(kind: str, scenario: str, players: int, args: argparse.Namespace,
             line = line.strip()
             if line == "MEASURE_START":
                 sproc.cpu_percent(None)
+                times0, t0 = sproc.cpu_times(), time.monotonic()
                 rss0 = sproc.memory_info().rss / 2**20
                 m0 = scrape(server.port) if kind in ("ours", "before") else None
                 poller = HealthPoller(server.port) if kind == "ours" else None
@@ -269,6 +270,9 @@ def run_once(kind: str, scenario: str, players: int, args: argparse.Namespace,
                                       args.seconds, args.gen_core)
             elif line == "MEASURE_END":
                 cpu = sproc.cpu_percent(None)
+                times1, elapsed = sproc.cpu_times(), time.monotonic() - t0
+                result["server_user_cpu"] = 100 * (times1.user - times0.user) / elapsed
+                result["server_sys_cpu"] = 100 * (times1.system - times0.system) / elapsed
                 rss = sproc.memory_info().rss / 2**20
                 m1 = scrape(server.port) if kind in ("ours", "before") else None
                 if poller is not None:
@@ -319,6 +323,8 @@ ROWS: dict[str, list[tuple[str, str, bool]]] = {
     # (label, result key, ratio column)
     "forest": [
         _CPU,
+        ("  user %", "server_user_cpu", True),
+        ("  system %", "server_sys_cpu", True),
         ("tick frames delivered %", "delivered_pct", False),
         ("move->tick p50 ms", "lat_p50_ms", True),
         ("move->tick p99 ms", "lat_p99_ms", True),

@@ -145,3 +145,35 @@ async def test_health_is_a_readiness_probe_503_while_starting_and_stopping(make_
     assert status == 503 and json.loads(body)["status"] == "stopping"
     server.stopping = False
     await server.stop()
+
+
+async def test_message_and_byte_counts_are_exact_on_every_read(server, clients):
+    """The router tallies client messages and bytes as plain ints; /metrics and the registry (what the
+    monitor reads) both see every one of them, and a second read adds nothing."""
+    c: Raw = await clients(server)
+    await c.login("counted")
+
+    def counts(text: str) -> tuple[float, float]:
+        moves = bytes_in = 0.0
+        for line in text.splitlines():
+            if line.startswith('gameserver_messages_in_total{type="move"}'):
+                moves = float(line.split()[-1])
+            elif line.startswith("gameserver_bytes_in_total "):
+                bytes_in = float(line.split()[-1])
+        return moves, bytes_in
+
+    _, body = await _http_get(server.port, "/metrics")
+    moves0, bytes0 = counts(body.decode())
+    sent = 0
+    for i in range(37):
+        frame = c.encode({"t": "move", "x": 500.0 + i, "y": 500.0})
+        sent += len(frame)
+        await c.ws.send(frame)
+    await c.request({"t": "ping"})   # answered after the moves were handled
+    sent += len(c.encode({"t": "ping", "rid": c.rid}))
+    _, body = await _http_get(server.port, "/metrics")
+    moves1, bytes1 = counts(body.decode())
+    assert moves1 - moves0 == 37 and bytes1 - bytes0 == sent
+    samples = {s.name: s.value for fam in server.metrics.registry.collect() for s in fam.samples
+               if s.name == "gameserver_messages_in_total" and s.labels.get("type") == "move"}
+    assert samples == {"gameserver_messages_in_total": moves1}   # collecting again adds nothing
