@@ -51,14 +51,11 @@ log = logging.getLogger("gameserver.transport")
 class WsSink:
     """A websocket connection as seen by a ``Link``."""
 
-    __slots__ = ("_buffered", "_closing", "conn", "high")
+    __slots__ = ("_closing", "conn")
 
-    def __init__(self, conn: ServerConnection, high: int) -> None:
+    def __init__(self, conn: ServerConnection) -> None:
         self.conn = conn
-        self.high = high
         self._closing: asyncio.Task[None] | None = None
-        # asked for every receiver of every tick: the bound method, not the attribute chain each time
-        self._buffered = conn.transport.get_write_buffer_size
 
     def send(self, frame: bytes | str) -> None:
         self.send_wire(server_frame(frame))
@@ -77,11 +74,13 @@ class WsSink:
             event(log, "write_failed", level=logging.DEBUG, error=str(exc))
 
     def backed_up(self) -> bool:
-        return self._buffered() > self.high
+        """The transport paused writing: its buffer went over ``write_buffer_high`` (the serve call's
+        ``write_limit``), and stays paused until it drains under a quarter of that (``drain`` returns)."""
+        return self.conn.paused
 
     def write_now(self, wire: bytes) -> bool:
         """``send_wire`` unless ``backed_up`` (False: nothing written); one call for the tick's hot loop."""
-        if self._buffered() > self.high:
+        if self.conn.paused:
             return False
         conn = self.conn
         if conn.protocol.state is State.OPEN and conn.send_in_progress is None:
@@ -337,7 +336,7 @@ class Transport:
         if conn.request is not None:
             conn.request = Request(conn.request.path, Headers())
         conn.response = None
-        sink = WsSink(conn, limits.write_buffer_high)
+        sink = WsSink(conn)
         link = Link(sink, limits, metrics, time.monotonic())
         self.links.add(link)
         metrics.connections.inc()
