@@ -149,3 +149,16 @@ async def test_a_frame_with_reserved_bits_closes_with_a_protocol_error(server, c
     async with asyncio.timeout(5):
         await c.ws.wait_closed()
     assert c.ws.close_code == 1002
+
+
+async def test_a_backlog_past_64_frames_behind_a_login_pauses_reading_and_resumes(start_server, make_config,
+                                                                                  clients) -> None:
+    server = await start_server(make_config(limits={"rate_per_sec": 1000.0, "rate_burst": 1000}))
+    c: Raw = await clients(server)
+    login = msgpack.packb({"t": "login", "name": "backlog", "secret": "s" * 20, "rid": 1})
+    burst = b"".join(_masked(_ping(10 + i)) for i in range(100))   # queued behind the login's hashing
+    c.ws.transport.write(_masked(login) + burst)
+    assert (await c.recv())["t"] == "welcome"
+    assert await _pongs(c, 100) == list(range(10, 110))
+    c.ws.transport.write(_masked(_ping(500)))                      # a later read: reading was resumed
+    assert await _pongs(c, 1) == [500]
