@@ -2,7 +2,7 @@
 
 Hot paths keep references to labelled children (``msg_in(t)`` caches them) instead of calling
 ``.labels()`` per message. The per-frame counts of client messages and bytes are plain ints
-(``tally_in``, ``tally_bytes_in``: a dict update instead of two locked counter increments per frame),
+(``count_in``, ``tally_bytes_in``: a dict update instead of two locked counter increments per frame),
 folded into their counters by the registry's first collector, so every read sees them.
 """
 
@@ -84,6 +84,11 @@ class Metrics:
                                ["outcome"], registry=r)
         self._in: dict[str, Counter] = {}
         self._out: dict[str, Counter] = {}
+
+    def count_in(self, t: str) -> None:
+        """One client message of type ``t`` (every frame: a dict update, no counter lock)."""
+        tally = self.tally_in
+        tally[t] = tally.get(t, 0) + 1
 
     def fold(self) -> None:
         """Move the tallies into ``messages_in`` / ``bytes_in`` (the registry does it on every collect)."""

@@ -162,13 +162,11 @@ class Outbox:
                 direct = 0
                 for session in receivers:   # the hot loop: every receiver of every tick
                     link = session.link
-                    if link is None:
-                        if owed:
-                            mine = owed.pop(session, None)
-                            if mine:
-                                self._keep(session, mine, now)
-                        continue
                     mine = owed.pop(session, None) if owed else None
+                    if link is None:
+                        if mine:
+                            self._keep(session, mine, now)
+                        continue
                     if mine or link.compact or link.binary is False:
                         self._tick_with(session, link, mine, plain, body, n, stamp, now)
                         continue

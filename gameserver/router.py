@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from shared import messages as m
 from shared.codec import parse_frame, validate
-from shared.errors import MessageTooLarge, ProtocolError
+from shared.errors import ProtocolError
 
 from .errors import RequestError, is_expected, wire_error
 from .logs import event
@@ -110,7 +110,7 @@ class Router:
         metrics.tally_bytes_in += len(frame)
         if link.binary is None:
             link.binary = not isinstance(frame, str)
-        if (len(frame) > self.max_bytes if type(frame) is bytes else _too_large(frame, self.max_bytes)):
+        if _too_large(frame, self.max_bytes):
             event(log, "too_large", level=logging.INFO, size=len(frame))
             link.bye("too_large")
             return None
@@ -127,24 +127,21 @@ class Router:
             return None
         raw: dict[str, Any] = {}
         try:
-            raw = parse_frame(frame, max_size=self.max_bytes)
+            raw = parse_frame(frame, max_size=None)   # the size was checked above
             t = raw["t"]
             model = SESSION_MODELS.get(t)
             if model is None:
                 self._room_message(link, t, raw)
                 return None
             msg = validate(raw, model)
-        except MessageTooLarge:
-            link.bye("too_large")
-            return None
         except ProtocolError as exc:
-            metrics.msg_in("_invalid").inc()
+            metrics.count_in("_invalid")
             self.reply_error(link, exc, exc.rid)
             return None
         except Exception as exc:   # a room message refused (not in a room, room busy)
             self.reply_error(link, exc, _rid(raw))
             return None
-        metrics.msg_in(t).inc()
+        metrics.count_in(t)
         return self._session_message(link, t, msg)
 
     async def _session_message(self, link: Link, t: str, msg: Any) -> None:
@@ -173,8 +170,7 @@ class Router:
                 raise RequestError("not_logged_in", "log in first")
             raise RequestError("not_in_room", "not in a room")
         msg = validate(fields, entry[0], rid)
-        tally = self.metrics.tally_in
-        tally[t] = tally.get(t, 0) + 1
+        self.metrics.count_in(t)
         session.submit(target, "message", (t, msg), rid)   # type: ignore[union-attr]
 
     # -- session-layer handlers --------------------------------------------------------------------

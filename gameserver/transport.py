@@ -48,6 +48,9 @@ HttpAnswer = tuple[int, str, bytes]
 log = logging.getLogger("gameserver.transport")
 
 
+READ_QUEUE = 64   # messages read ahead of their handling: websockets' max_queue, and the direct backlog
+
+
 class WsSink:
     """A websocket connection as seen by a ``Link``."""
 
@@ -82,12 +85,7 @@ class WsSink:
         """``send_wire`` unless ``backed_up`` (False: nothing written); one call for the tick's hot loop."""
         if self.conn.paused:
             return False
-        conn = self.conn
-        if conn.protocol.state is State.OPEN and conn.send_in_progress is None:
-            try:
-                conn.transport.write(wire)
-            except (OSError, RuntimeError) as exc:   # transport closing under us: the read loop cleans up
-                event(log, "write_failed", level=logging.DEBUG, error=str(exc))
+        self.send_wire(wire)
         return True
 
     async def drain(self) -> None:
@@ -113,7 +111,7 @@ class _DirectReader:
     """Frames of one direct connection, in order: handled at once unless a session-layer message (login,
     resume, ...) is still being awaited, then queued behind it (reading paused past ``MAX_BACKLOG``)."""
 
-    MAX_BACKLOG = 64   # as websockets' max_queue
+    MAX_BACKLOG = READ_QUEUE
 
     __slots__ = ("backlog", "conn", "link", "paused", "receive", "task")
 
@@ -213,7 +211,7 @@ class Transport:
             process_request=self._process_request,
             compression=None,
             max_size=limits.hard_max_bytes,
-            max_queue=64,
+            max_queue=READ_QUEUE,
             write_limit=(limits.write_buffer_high, limits.write_buffer_high // 4),
             close_timeout=limits.close_timeout,
             open_timeout=limits.open_timeout,
@@ -287,7 +285,7 @@ class Transport:
         return _response(404, b"not found\n", "text/plain; charset=utf-8")
 
     # -- websocket -----------------------------------------------------------------------------------
-    async def _read(self, conn: ServerConnection, link: Link) -> None:
+    async def _read(self, conn: DirectConnection, link: Link) -> None:
         """Hand ``link``'s frames to ``receive`` in order until the connection or the link closes.
 
         Binary single-frame messages go straight from the parser (``gameserver.wsdirect``); this task only
@@ -298,7 +296,7 @@ class Transport:
         clock = time.monotonic
         loop = asyncio.get_running_loop()
         while not link.closing:
-            if isinstance(conn, DirectConnection) and not conn.fell_back and conn.queued() == 0:
+            if not conn.fell_back and conn.queued() == 0:
                 reader = _DirectReader(link, receive, conn)
                 wake = conn.wake = loop.create_future()
                 link.on_closing = conn.wake_up
@@ -323,7 +321,7 @@ class Transport:
             if pending is not None:
                 await pending
 
-    async def _handle(self, conn: ServerConnection) -> None:
+    async def _handle(self, conn: DirectConnection) -> None:   # serve(create_connection=DirectConnection)
         limits = self.limits
         metrics = self.metrics
         if limits.socket_send_buffer is not None:

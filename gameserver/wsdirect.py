@@ -99,18 +99,15 @@ class DirectConnection(ServerConnection):
                 return
             self.direct = None   # text or a fragment: websockets' path from now on
             self.fell_back = True
-            self._wake()
+            self.wake_up()
         super().process_event(event)   # type: ignore[arg-type]
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
-        self._wake()
+        self.wake_up()
 
     def wake_up(self) -> None:
-        """Wake the owner waiting on ``wake`` (e.g. its link is closing)."""
-        self._wake()
-
-    def _wake(self) -> None:
+        """Wake the owner waiting on ``wake`` (its link is closing, the connection lost or fallen back)."""
         wake = self.wake
         if wake is not None and not wake.done():
             wake.set_result(None)

@@ -245,29 +245,33 @@ class RoomRunner(RoomServices):
         try:
             return fn(*args)
         except Exception as exc:
-            if not isinstance(exc, RoomError):
-                self.metrics.room_errors.labels(self.kind, hook).inc()
-                event(log, "room_code_failed", level=logging.ERROR, room=self.name, hook=hook,
-                      exc_info=(type(exc), exc, exc.__traceback__), error=repr(exc))
-            if reply and session is not None:
-                self.outbox.personal(session, wire_error(exc, rid))
-                self.metrics.errors.labels(exc.code if isinstance(exc, RoomError) else "internal").inc()
+            self._failed(session, rid, hook, exc, reply)
             return _FAILED
+
+    def _failed(self, session: Session | None, rid: int | None, hook: str, exc: Exception,
+                reply: bool = True) -> None:
+        """Room code raised (or returned something unusable): what ``_call`` does with it."""
+        if not isinstance(exc, RoomError):
+            self.metrics.room_errors.labels(self.kind, hook).inc()
+            event(log, "room_code_failed", level=logging.ERROR, room=self.name, hook=hook,
+                  exc_info=(type(exc), exc, exc.__traceback__), error=repr(exc))
+        if reply and session is not None:
+            self.outbox.personal(session, wire_error(exc, rid))
+            self.metrics.errors.labels(exc.code if isinstance(exc, RoomError) else "internal").inc()
 
     def _reply(self, session: Session, body: Any, rid: int | None) -> None:
         if body is None or body is _FAILED:
             return
         if not isinstance(body, dict) or not isinstance(body.get("t"), str):
             exc = TypeError(f"room {self.name}: a handler returned {body!r:.80}, not a dict with 't'")
-            self._call(session, rid, "reply", _raise, exc)
+            self._failed(session, rid, "reply", exc)
             return
         if rid is not None:
             body = {**body, "rid": rid}
         self.outbox.personal(session, body)
 
     def _apply_message(self, session: Session, arg: tuple[str, Any], rid: int | None) -> None:
-        # Hot path (every move): ``player_of`` and ``_call`` inlined.
-        player = self.members.get(session.pid) if session.runner is self else None   # type: ignore[arg-type]
+        player = self.player_of(session)
         if player is None:
             self._refuse(session, RoomError("not_in_room", "not in a room"), rid)
             return
@@ -276,10 +280,10 @@ class RoomRunner(RoomServices):
         if handler is None:   # the session moved to a room of another type since the message was routed
             self._refuse(session, RoomError("unknown_type", f"room {self.name} has no message {t!r}"), rid)
             return
-        try:
+        try:   # not through _call: this runs for every move of every player
             body = handler(player, msg)
         except Exception as exc:
-            self._call(session, rid, t, _raise, exc)   # logged, counted and answered as _call does
+            self._failed(session, rid, t, exc)
             return
         if body is not None:
             self._reply(session, body, rid)
@@ -319,7 +323,7 @@ class RoomRunner(RoomServices):
             body.update((k, v) for k, v in extra.items() if k not in ("t", "rid", "room", "you"))
         elif extra is not None:
             exc = TypeError(f"room {self.name}: on_join returned {extra!r:.80}, not a dict")
-            self._call(None, None, "on_join", _raise, exc, reply=False)
+            self._failed(None, None, "on_join", exc, reply=False)
         if rid is not None:
             body["rid"] = rid
         self.outbox.personal(session, body)
@@ -370,6 +374,3 @@ class RoomRunner(RoomServices):
 
 _FAILED = object()   # what ``_call`` returns when room code raised
 
-
-def _raise(exc: BaseException) -> None:
-    raise exc
